@@ -146,7 +146,7 @@ type RefreshTokenSpec struct {
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=".spec.subject"
 // +kubebuilder:printcolumn:name="Client",type=string,JSONPath=".spec.clientID"
 // +kubebuilder:printcolumn:name="Rotations",type=integer,JSONPath=".spec.rotations"
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=".spec.expiresAt"
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=".spec.expiresAt"
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=".spec.state"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=".metadata.creationTimestamp"
 type RefreshToken struct {

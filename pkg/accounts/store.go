@@ -1,0 +1,400 @@
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/crypto/bcrypt"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// Defaults for zero Options.
+const (
+	DefaultFailuresPerMinute = 5
+	DefaultBurst             = 10
+	DefaultMaxTracked        = 10000
+)
+
+// usernameIndex is the cache index over the username data key.
+const usernameIndex = "data.username"
+
+// maxPasswordLength is bcrypt's: it ignores bytes past 72, so a longer
+// password would log in with any suffix.
+const maxPasswordLength = 72
+
+// errNotSynced is returned before the informer's first list has completed,
+// when "unknown user" would be a lie.
+var errNotSynced = errors.New("account cache has not synced yet")
+
+// Options configure a Store.
+type Options struct {
+	// Namespace holds the account Secrets (rotor's own). Required.
+	Namespace string
+	// FailuresPerMinute is the sustained rate of failed logins allowed per
+	// username and, separately, per client address. Default 5.
+	FailuresPerMinute float64
+	// Burst is how many failures each of those may have in a row before the
+	// rate applies. Default 10.
+	Burst int
+	// MaxTracked bounds each limiter map (usernames, addresses); the least
+	// recently tried key is forgotten first. Default 10000.
+	MaxTracked int
+	// Log receives login outcomes (V(1)) and account problems; never
+	// passwords or hashes. Zero means the controller-runtime logger named
+	// "accounts".
+	Log logr.Logger
+}
+
+// hooks are test seams; zero values mean production behaviour.
+type hooks struct {
+	compare   func(hash, password []byte) error
+	dummyCost int
+	now       func() time.Time
+}
+
+// Store authenticates against the account Secrets in one namespace.
+type Store struct {
+	ns        string
+	cache     cache.Cache
+	informer  cache.Informer
+	log       logr.Logger
+	throttle  *throttle
+	compare   func(hash, password []byte) error
+	dummyHash []byte
+	now       func() time.Time
+}
+
+// NewStore builds the store and its informer; Start runs it.
+func NewStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options) (*Store, error) {
+	return newStore(cfg, scheme, opts, hooks{})
+}
+
+func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (*Store, error) {
+	if opts.Namespace == "" {
+		return nil, errors.New("accounts: Options.Namespace is required")
+	}
+	if errs := validation.IsDNS1123Label(opts.Namespace); len(errs) > 0 {
+		return nil, fmt.Errorf("accounts: namespace %q: %s", opts.Namespace, strings.Join(errs, "; "))
+	}
+	if opts.FailuresPerMinute < 0 || opts.Burst < 0 || opts.MaxTracked < 0 {
+		return nil, errors.New("accounts: negative rate limit options")
+	}
+	if opts.FailuresPerMinute == 0 {
+		opts.FailuresPerMinute = DefaultFailuresPerMinute
+	}
+	if opts.Burst == 0 {
+		opts.Burst = DefaultBurst
+	}
+	if opts.MaxTracked == 0 {
+		opts.MaxTracked = DefaultMaxTracked
+	}
+	log := opts.Log
+	if log.GetSink() == nil {
+		log = logf.Log.WithName("accounts")
+	}
+	if scheme == nil {
+		scheme = clientgoscheme.Scheme
+	}
+	if h.compare == nil {
+		h.compare = bcrypt.CompareHashAndPassword
+	}
+	if h.dummyCost == 0 {
+		h.dummyCost = manifestCost
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+
+	// The dummy hash has the cost Manifest uses, so an unknown username takes
+	// as long as a real one; its password is random and never kept.
+	dummy, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), h.dummyCost)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: dummy hash: %w", err)
+	}
+	th, err := newThrottle(opts.FailuresPerMinute, opts.Burst, opts.MaxTracked)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: limiter: %w", err)
+	}
+
+	c, err := cache.New(cfg, cache.Options{
+		Scheme:            scheme,
+		DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{
+			// The API server filters by type, so other Secrets never reach
+			// this process.
+			&corev1.Secret{}: {
+				Field:     fields.OneTermEqualSelector("type", string(SecretType)),
+				Transform: trimSecret,
+			},
+		},
+		// Nothing but account Secrets may be read through this cache.
+		ReaderFailOnMissingInformer: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("accounts: creating cache: %w", err)
+	}
+	ctx := context.Background()
+	if err := c.IndexField(ctx, &corev1.Secret{}, usernameIndex, indexUsername); err != nil {
+		return nil, fmt.Errorf("accounts: indexing usernames: %w", err)
+	}
+	inf, err := c.GetInformer(ctx, &corev1.Secret{}, cache.BlockUntilSynced(false))
+	if err != nil {
+		return nil, fmt.Errorf("accounts: informer: %w", err)
+	}
+	return &Store{
+		ns:        opts.Namespace,
+		cache:     c,
+		informer:  inf,
+		log:       log,
+		throttle:  th,
+		compare:   h.compare,
+		dummyHash: dummy,
+		now:       h.now,
+	}, nil
+}
+
+func indexUsername(o client.Object) []string {
+	s, ok := o.(*corev1.Secret)
+	if !ok || len(s.Data[KeyUsername]) == 0 {
+		return nil
+	}
+	return []string{string(s.Data[KeyUsername])}
+}
+
+// trimSecret keeps only what logins need: managedFields and kubectl's
+// last-applied annotation (a second copy of the hash) would double memory.
+func trimSecret(obj any) (any, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return obj, nil // e.g. a deletion tombstone
+	}
+	data := make(map[string][]byte, 4)
+	for _, k := range []string{KeyUsername, KeyPasswordHash, KeyGroups, KeyDisabled} {
+		if v, ok := s.Data[k]; ok {
+			data[k] = v
+		}
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            s.Name,
+			Namespace:       s.Namespace,
+			UID:             s.UID,
+			ResourceVersion: s.ResourceVersion,
+		},
+		Type: s.Type,
+		Data: data,
+	}, nil
+}
+
+// Start runs the informer until ctx is done (manager.Runnable).
+func (s *Store) Start(ctx context.Context) error {
+	go func() {
+		if toolscache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
+			s.log.Info("account cache synced", "namespace", s.ns)
+		}
+	}()
+	if err := s.cache.Start(ctx); err != nil {
+		return fmt.Errorf("accounts: running cache: %w", err)
+	}
+	return nil
+}
+
+// NeedLeaderElection is false: every replica serves logins from its own cache.
+func (s *Store) NeedLeaderElection() bool { return false }
+
+// ReadyCheck is a healthz.Checker: ready once the informer has synced.
+func (s *Store) ReadyCheck(*http.Request) error {
+	if !s.informer.HasSynced() {
+		return errNotSynced
+	}
+	return nil
+}
+
+// lookupStatus says what the cache holds for a username.
+type lookupStatus int
+
+const (
+	statusMissing   lookupStatus = iota
+	statusFound                  // exactly one valid Secret
+	statusAmbiguous              // more than one Secret claims the username
+	statusInvalid                // one Secret, but its data is unusable
+)
+
+type record struct {
+	account Account
+	hash    []byte
+	secret  string // Secret name, for logs
+	// resourceVersion lets tests wait for an update to reach the cache.
+	resourceVersion string
+}
+
+// find reads the username's Secrets from the cache; secrets names them for
+// logs when the answer is ambiguous or invalid.
+func (s *Store) find(username string) (rec record, st lookupStatus, secrets []string, err error) {
+	if ValidateUsername(username) != nil {
+		return record{}, statusMissing, nil, nil
+	}
+	var list corev1.SecretList
+	if err := s.cache.List(context.Background(), &list, client.InNamespace(s.ns),
+		client.MatchingFields{usernameIndex: username}); err != nil {
+		return record{}, statusMissing, nil, fmt.Errorf("accounts: listing cached Secrets: %w", err)
+	}
+	var matches []*corev1.Secret
+	for i := range list.Items {
+		sec := &list.Items[i]
+		if sec.Type == SecretType && string(sec.Data[KeyUsername]) == username {
+			matches = append(matches, sec)
+			secrets = append(secrets, sec.Name)
+		}
+	}
+	slices.Sort(secrets)
+	switch len(matches) {
+	case 0:
+		return record{}, statusMissing, nil, nil
+	case 1:
+	default:
+		return record{}, statusAmbiguous, secrets, nil
+	}
+	rec, perr := parseSecret(matches[0])
+	if perr != nil {
+		s.log.Info("account Secret is unusable; refusing its logins", "secret", matches[0].Name, "username", username, "reason", perr.Error())
+		return record{}, statusInvalid, secrets, nil
+	}
+	return rec, statusFound, secrets, nil
+}
+
+// parseSecret validates an account Secret. Its errors never quote the hash.
+func parseSecret(sec *corev1.Secret) (record, error) {
+	username := string(sec.Data[KeyUsername])
+	if err := ValidateUsername(username); err != nil {
+		return record{}, err
+	}
+	hash := sec.Data[KeyPasswordHash]
+	if _, err := bcrypt.Cost(hash); err != nil {
+		return record{}, errors.New("passwordHash is not a bcrypt hash")
+	}
+	groups, err := parseGroups(string(sec.Data[KeyGroups]))
+	if err != nil {
+		return record{}, err
+	}
+	return record{
+		account:         Account{Username: username, Groups: groups, Disabled: parseDisabled(sec.Data[KeyDisabled])},
+		hash:            hash,
+		secret:          sec.Name,
+		resourceVersion: sec.ResourceVersion,
+	}, nil
+}
+
+// Authenticate checks a password login. It returns ErrThrottled without
+// checking the password when the username or clientAddr (an IP, optionally
+// with a port) is out of failure budget, and ErrInvalidCredentials for every
+// kind of failed login; any other error is the server's.
+func (s *Store) Authenticate(ctx context.Context, username, password, clientAddr string) (Account, error) {
+	if err := ctx.Err(); err != nil {
+		return Account{}, fmt.Errorf("accounts: %w", err)
+	}
+	if !s.informer.HasSynced() {
+		return Account{}, fmt.Errorf("accounts: %w", errNotSynced)
+	}
+	rec, st, secrets, err := s.find(username)
+	if err != nil {
+		return Account{}, err
+	}
+	// Invalid usernames share one key so junk cannot flood the username map.
+	userKey := username
+	if ValidateUsername(username) != nil {
+		userKey = "\x00invalid"
+	}
+	addrKey := addressKey(clientAddr)
+	// A username that no Secret claims may be a password typed into the
+	// wrong field: it is never logged.
+	logName := "(unknown)"
+	if st != statusMissing {
+		logName = username
+	}
+	log := s.log.WithValues("username", logName, "address", addrKey)
+
+	at, ok := s.throttle.admit(userKey, addrKey, s.now())
+	if !ok {
+		log.V(1).Info("login throttled")
+		return Account{}, ErrThrottled
+	}
+
+	// Exactly one bcrypt comparison whatever the outcome, so the time taken
+	// does not tell which usernames exist.
+	hash := s.dummyHash
+	usable := st == statusFound && password != "" && len(password) <= maxPasswordLength
+	if usable {
+		hash = rec.hash
+	}
+	cmpErr := s.compare(hash, []byte(password))
+
+	var reason string
+	switch {
+	case st == statusMissing:
+		reason = "unknown username"
+	case st == statusAmbiguous:
+		reason = "username is claimed by more than one account Secret"
+	case st == statusInvalid:
+		reason = "account Secret is unusable"
+	case !usable || errors.Is(cmpErr, bcrypt.ErrMismatchedHashAndPassword):
+		reason = "wrong password"
+	case cmpErr != nil:
+		// Not quoted: bcrypt's errors can include part of the hash.
+		reason = "stored password hash is unusable"
+	case rec.account.Disabled:
+		reason = "account disabled"
+	}
+	at.done(reason != "", s.now())
+	if reason != "" {
+		if st == statusAmbiguous {
+			// An operator error, so it is logged at the default level.
+			log.Info("refusing login: username is ambiguous", "secrets", secrets)
+		} else {
+			log.V(1).Info("login failed", "reason", reason)
+		}
+		return Account{}, ErrInvalidCredentials
+	}
+	log.V(1).Info("login succeeded", "secret", rec.secret)
+	return rec.account, nil
+}
+
+// Lookup reads an account from the cache without an API request, for the
+// refresh grant. ok is true only for an account that may log in now: it is
+// false for a missing, ambiguous, malformed or disabled one (Account is
+// still filled in for a disabled one). Before the cache has synced ok is
+// false.
+func (s *Store) Lookup(username string) (Account, bool) {
+	if !s.informer.HasSynced() {
+		return Account{}, false
+	}
+	rec, st, secrets, err := s.find(username)
+	if err != nil {
+		s.log.Error(err, "looking up account")
+		return Account{}, false
+	}
+	switch st {
+	case statusFound:
+		return rec.account, !rec.account.Disabled
+	case statusAmbiguous:
+		s.log.Info("refusing account: username is ambiguous", "username", username, "secrets", secrets)
+	}
+	return Account{}, false
+}

@@ -1,0 +1,317 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+var alice = Account{Username: "alice", Groups: []string{"dev", "ops"}}
+
+func TestAuthenticate(t *testing.T) {
+	h := startHarness(t, Options{})
+	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
+	h.create(h.accountSecret("bob", "bob-password", nil, func(s *corev1.Secret) {
+		s.Data[KeyDisabled] = []byte("true")
+	}))
+	long := strings.Repeat("x", 72)
+	h.create(h.accountSecret("dave", long, nil, nil))
+	h.noLeak("hunter2-typed-as-username", nil)
+
+	for _, tc := range []struct {
+		name               string
+		username, password string
+		want               outcome
+		wantLog            string
+	}{
+		{"the right password logs in with the account's groups", "alice", "alice-password", ok(alice), `"msg"="login succeeded" "username"="alice"`},
+		{"a wrong password is invalid credentials", "alice", "alice-passwore", invalid, `"username"="alice" "address"="192.0.2.1" "reason"="wrong password"`},
+		{"an unknown username is invalid credentials and is not logged", "hunter2-typed-as-username", "alice-password", invalid, `"username"="(unknown)" "address"="192.0.2.1" "reason"="unknown username"`},
+		{"a disabled account is invalid credentials with the right password", "bob", "bob-password", invalid, `"username"="bob" "address"="192.0.2.1" "reason"="account disabled"`},
+		{"a username in another case is unknown", "Alice", "alice-password", invalid, `"reason"="unknown username"`},
+		{"an empty password is invalid credentials", "alice", "", invalid, `"reason"="wrong password"`},
+		{"a password longer than bcrypt checks is refused although its first 72 bytes match", "dave", long + "y", invalid, `"reason"="wrong password"`},
+		{"a password of exactly 72 bytes logs in", "dave", long, ok(Account{Username: "dave"}), `"msg"="login succeeded"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			n := h.logs.len()
+			g.Expect(h.login(tc.username, tc.password, "192.0.2.1")).To(Equal(tc.want))
+			g.Expect(h.logs.since(n)).To(ContainSubstring(tc.wantLog))
+		})
+	}
+}
+
+func TestFailuresAreThrottledPerUsername(t *testing.T) {
+	g := NewWithT(t)
+	h := startHarness(t, Options{FailuresPerMinute: 6, Burst: 3})
+	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
+	h.create(h.accountSecret("bob", "bob-password", nil, nil))
+
+	// Each guess comes from its own address, as from a botnet.
+	g.Expect(h.login("alice", "guess-1", "192.0.2.1")).To(Equal(invalid))
+	g.Expect(h.login("alice", "guess-2", "192.0.2.2")).To(Equal(invalid))
+	g.Expect(h.login("alice", "guess-3", "192.0.2.3")).To(Equal(invalid))
+	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(throttled), "the right password once the budget is spent")
+	g.Expect(h.login("bob", "bob-password", "192.0.2.4")).To(Equal(ok(Account{Username: "bob"})), "another username from the same address")
+
+	h.clock.Advance(9 * time.Second)
+	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(throttled), "before one failure has been refilled (10 s at 6/min)")
+	h.clock.Advance(1 * time.Second)
+	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(ok(alice)))
+	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(ok(alice)), "a success spent nothing")
+	g.Expect(h.login("alice", "guess-4", "192.0.2.4")).To(Equal(invalid))
+	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(throttled))
+}
+
+func TestFailuresAreThrottledPerAddress(t *testing.T) {
+	h := startHarness(t, Options{FailuresPerMinute: 6, Burst: 3})
+	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
+
+	// Spend both addresses' budgets on usernames that do not exist, as a
+	// password-spraying client would.
+	for _, addr := range []string{"192.0.2.7", "2001:db8::1"} {
+		for _, user := range []string{"user-1", "user-2", "user-3"} {
+			NewWithT(t).Expect(h.login(user, "guess", addr)).To(Equal(invalid))
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		addr string
+		want outcome
+	}{
+		{"the spent IPv4 address is throttled for the right password", "192.0.2.7", throttled},
+		{"the same address with a port is throttled", "192.0.2.7:51234", throttled},
+		{"the same address mapped into IPv6 is throttled", "::ffff:192.0.2.7", throttled},
+		{"another IPv4 address logs in", "192.0.2.8", ok(alice)},
+		{"another host in the same IPv6 /64 is throttled", "[2001:db8::2]:443", throttled},
+		{"an IPv6 address in another /64 logs in", "2001:db8:0:1::1", ok(alice)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			NewWithT(t).Expect(h.login("alice", "alice-password", tc.addr)).To(Equal(tc.want))
+		})
+	}
+}
+
+func TestSuccessfulLoginsSpendNoBudget(t *testing.T) {
+	g := NewWithT(t)
+	h := startHarness(t, Options{FailuresPerMinute: 1, Burst: 2})
+	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
+
+	for range 5 {
+		g.Expect(h.login("alice", "alice-password", "192.0.2.1")).To(Equal(ok(alice)))
+	}
+	g.Expect(h.login("alice", "guess-1", "192.0.2.1")).To(Equal(invalid))
+	g.Expect(h.login("alice", "guess-2", "192.0.2.1")).To(Equal(invalid))
+	g.Expect(h.login("alice", "alice-password", "192.0.2.1")).To(Equal(throttled))
+	g.Expect(h.compares.Load()).To(Equal(int64(7)))
+}
+
+func TestConcurrentGuessesStayWithinBudget(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, Options{FailuresPerMinute: 1, Burst: 3})
+	h.gate = make(chan struct{})
+	h.start()
+	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
+
+	// Six guesses at once: three may reach bcrypt, and the other three are
+	// refused while those are still running.
+	results := make(chan error, 6)
+	for i := range 6 {
+		go func() {
+			_, err := h.store.Authenticate(context.Background(), "alice", "guess", fmt.Sprintf("192.0.2.%d", i+1))
+			results <- err
+		}()
+	}
+	for range 3 {
+		g.Expect(<-results).To(MatchError(ErrThrottled))
+	}
+	g.Eventually(h.compares.Load).Should(Equal(int64(3)))
+	g.Consistently(h.compares.Load, 200*time.Millisecond).Should(Equal(int64(3)))
+	close(h.gate)
+	for range 3 {
+		g.Expect(<-results).To(MatchError(ErrInvalidCredentials))
+	}
+	g.Expect(h.login("alice", "alice-password", "192.0.2.9")).To(Equal(throttled))
+}
+
+func TestAccountChangesTakeEffect(t *testing.T) {
+	g := NewWithT(t)
+	h := startHarness(t, Options{})
+	sec := h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
+	g.Expect(h.login("alice", "alice-password", "192.0.2.1")).To(Equal(ok(alice)))
+
+	// The password is changed by replacing the hash, e.g. with a new Manifest.
+	changed := h.accountSecret("alice", "new-alice-password", []string{"dev"}, nil)
+	sec.Data = changed.Data
+	h.update(sec)
+	g.Expect(h.login("alice", "alice-password", "192.0.2.1")).To(Equal(invalid), "the old password")
+	g.Expect(h.login("alice", "new-alice-password", "192.0.2.1")).To(Equal(ok(Account{Username: "alice", Groups: []string{"dev"}})))
+	acct, usable := h.store.Lookup("alice")
+	g.Expect(acct).To(Equal(Account{Username: "alice", Groups: []string{"dev"}}))
+	g.Expect(usable).To(BeTrue())
+
+	sec.Data[KeyDisabled] = []byte("true")
+	h.update(sec)
+	g.Expect(h.login("alice", "new-alice-password", "192.0.2.1")).To(Equal(invalid))
+	acct, usable = h.store.Lookup("alice")
+	g.Expect(acct).To(Equal(Account{Username: "alice", Groups: []string{"dev"}, Disabled: true}))
+	g.Expect(usable).To(BeFalse())
+
+	sec.Data[KeyDisabled] = []byte("false")
+	h.update(sec)
+	g.Expect(h.login("alice", "new-alice-password", "192.0.2.1")).To(Equal(ok(Account{Username: "alice", Groups: []string{"dev"}})))
+
+	h.delete(sec)
+	g.Expect(h.login("alice", "new-alice-password", "192.0.2.1")).To(Equal(invalid))
+	acct, usable = h.store.Lookup("alice")
+	g.Expect(acct).To(Equal(Account{}))
+	g.Expect(usable).To(BeFalse())
+}
+
+func TestDuplicateUsernameIsRefused(t *testing.T) {
+	g := NewWithT(t)
+	h := startHarness(t, Options{})
+	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
+	dup := h.create(h.accountSecret("alice", "alice-password", nil, func(s *corev1.Secret) {
+		s.Name = "alice-again"
+	}))
+
+	n := h.logs.len()
+	g.Expect(h.login("alice", "alice-password", "192.0.2.1")).To(Equal(invalid))
+	g.Expect(h.logs.since(n)).To(ContainSubstring(`"msg"="refusing login: username is ambiguous" "username"="alice" "address"="192.0.2.1" "secrets"=["account-alice" "alice-again"]`))
+	acct, usable := h.store.Lookup("alice")
+	g.Expect(acct).To(Equal(Account{}))
+	g.Expect(usable).To(BeFalse())
+
+	h.delete(dup)
+	g.Expect(h.login("alice", "alice-password", "192.0.2.1")).To(Equal(ok(alice)))
+}
+
+func TestLookup(t *testing.T) {
+	h := startHarness(t, Options{})
+	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, func(s *corev1.Secret) {
+		// As `kubectl apply` leaves it: a second copy of the hash.
+		s.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{}"}
+		s.Data["note"] = []byte("not an account key")
+	}))
+	h.create(h.accountSecret("bob", "bob-password", nil, func(s *corev1.Secret) {
+		s.Data[KeyDisabled] = []byte("yes") // anything but "false" disables
+	}))
+	h.create(h.accountSecret("erin", "erin-password", nil, func(s *corev1.Secret) {
+		s.Data[KeyPasswordHash] = []byte("not-a-hash")
+	}))
+	h.create(h.accountSecret("frank", "frank-password", nil, func(s *corev1.Secret) {
+		s.Data[KeyGroups] = []byte("dev, system:masters")
+	}))
+	h.create(h.accountSecret("gina", "gina-password", nil, func(s *corev1.Secret) {
+		s.Data[KeyGroups] = []byte(" dev ,, ops,")
+	}))
+	// Secrets the filtered informer must never see: another type here, and
+	// the right type in another namespace.
+	opaque := h.accountSecret("carol", "carol-password", nil, func(s *corev1.Secret) { s.Type = corev1.SecretTypeOpaque })
+	NewWithT(t).Expect(env.Client.Create(context.Background(), opaque)).To(Succeed())
+	elsewhere := h.accountSecret("dave", "dave-password", nil, func(s *corev1.Secret) { s.Namespace = env.Namespace(t) })
+	NewWithT(t).Expect(env.Client.Create(context.Background(), elsewhere)).To(Succeed())
+	// Created after those two, so the cache has had its chance to see them.
+	h.create(h.accountSecret("zoe", "zoe-password", nil, nil))
+
+	for _, tc := range []struct {
+		name       string
+		username   string
+		want       Account
+		wantUsable bool
+	}{
+		{"an account is found with its groups", "alice", alice, true},
+		{"a disabled account is filled in but not usable", "bob", Account{Username: "bob", Disabled: true}, false},
+		{"an account whose hash is not bcrypt is not usable", "erin", Account{}, false},
+		{"an account claiming a system: group is not usable", "frank", Account{}, false},
+		{"blank and padded groups are tidied", "gina", Account{Username: "gina", Groups: []string{"dev", "ops"}}, true},
+		{"a Secret of another type is not an account", "carol", Account{}, false},
+		{"an account Secret in another namespace is not seen", "dave", Account{}, false},
+		{"an unknown username is not found", "nobody", Account{}, false},
+		{"a malformed username is not found", "Alice", Account{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			acct, usable := h.store.Lookup(tc.username)
+			g.Expect(acct).To(Equal(tc.want))
+			g.Expect(usable).To(Equal(tc.wantUsable))
+		})
+	}
+
+	t.Run("the cache holds only this namespace's account Secrets", func(t *testing.T) {
+		g := NewWithT(t)
+		var list corev1.SecretList
+		g.Expect(h.store.cache.List(context.Background(), &list)).To(Succeed())
+		names := sets.New[string]()
+		for _, s := range list.Items {
+			names.Insert(s.Namespace + "/" + s.Name)
+		}
+		g.Expect(sets.List(names)).To(Equal([]string{
+			h.ns + "/account-alice", h.ns + "/account-bob", h.ns + "/account-erin",
+			h.ns + "/account-frank", h.ns + "/account-gina", h.ns + "/account-zoe",
+		}))
+	})
+	t.Run("the cache keeps only the account data of a Secret", func(t *testing.T) {
+		g := NewWithT(t)
+		var got corev1.Secret
+		g.Expect(h.store.cache.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: "account-alice"}, &got)).To(Succeed())
+		g.Expect(got.ManagedFields).To(BeEmpty())
+		g.Expect(got.Annotations).To(BeEmpty())
+		g.Expect(sets.List(sets.KeySet(got.Data))).To(Equal([]string{KeyGroups, KeyPasswordHash, KeyUsername}))
+	})
+	t.Run("the cache refuses to read anything else", func(t *testing.T) {
+		err := h.store.cache.List(context.Background(), &corev1.ConfigMapList{})
+		var notCached *cache.ErrResourceNotCached
+		NewWithT(t).Expect(errors.As(err, &notCached)).To(BeTrue(), "got %v", err)
+	})
+}
+
+func TestNotReadyUntilSynced(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, Options{})
+	sec := h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil)
+	g.Expect(env.Client.Create(context.Background(), sec)).To(Succeed())
+
+	g.Expect(h.store.NeedLeaderElection()).To(BeFalse())
+	g.Expect(h.store.ReadyCheck(nil)).To(MatchError(errNotSynced))
+	o := h.login("alice", "alice-password", "192.0.2.1")
+	g.Expect(o.Err).To(MatchError(errNotSynced), "a server error, not a failed login")
+	g.Expect(o.Compares).To(BeZero())
+	acct, usable := h.store.Lookup("alice")
+	g.Expect(acct).To(Equal(Account{}))
+	g.Expect(usable).To(BeFalse())
+
+	h.start()
+	g.Expect(h.store.ReadyCheck(nil)).To(Succeed())
+	// The initial list, not a watch event, brought the account in.
+	g.Expect(h.login("alice", "alice-password", "192.0.2.1")).To(Equal(ok(alice)))
+}
+
+func TestNewStoreRejectsBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"a missing namespace is refused", Options{}, "accounts: Options.Namespace is required"},
+		{"a negative rate is refused", Options{Namespace: "rotor", FailuresPerMinute: -1}, "accounts: negative rate limit options"},
+		{"a negative burst is refused", Options{Namespace: "rotor", Burst: -1}, "accounts: negative rate limit options"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewStore(env.Config, env.Scheme, tc.opts)
+			NewWithT(t).Expect(err).To(MatchError(tc.want))
+		})
+	}
+}

@@ -1,0 +1,123 @@
+package issuer
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// discovery is GET /.well-known/openid-configuration (RFC 8414, OpenID
+// Connect Discovery). issuer is exactly the configured URL.
+func (i *Issuer) discovery(w http.ResponseWriter, r *http.Request) {
+	if !allowGet(w, r) {
+		return
+	}
+	u := strings.TrimSuffix(i.cfg.URL, "/")
+	algs := i.keys.Algorithms()
+	grants := []string{GrantRefreshToken}
+	if i.cfg.PasswordGrant {
+		grants = append([]string{GrantPassword}, grants...)
+	}
+	doc := map[string]any{
+		"issuer":                                     u,
+		"jwks_uri":                                   u + PathJWKS,
+		"token_endpoint":                             u + PathToken,
+		"revocation_endpoint":                        u + PathRevoke,
+		"userinfo_endpoint":                          u + PathUserinfo,
+		"grant_types_supported":                      grants,
+		"response_types_supported":                   []string{"token"},
+		"subject_types_supported":                    []string{"public"},
+		"token_endpoint_auth_methods_supported":      []string{"none"},
+		"revocation_endpoint_auth_methods_supported": []string{"none"},
+		"id_token_signing_alg_values_supported":      algs,
+		"access_token_signing_alg_values_supported":  algs,
+		"claims_supported":                           []string{"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "groups"},
+	}
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(doc)
+}
+
+// jwks is GET of the jwks_uri (RFC 7517): public keys only, with a max-age
+// shorter than the pre-publication of the next key, so every verifier has
+// fetched a key before the issuer signs with it.
+func (i *Issuer) jwks(w http.ResponseWriter, r *http.Request) {
+	if !allowGet(w, r) {
+		return
+	}
+	body, etag := i.keys.JWKS()
+	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(i.cfg.JWKSMaxAge.Seconds())))
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	if match := r.Header.Get("If-None-Match"); match != "" && match == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	_, _ = w.Write(body)
+}
+
+// revoke is POST /revoke (RFC 7009): 200 whether or not the token was known.
+func (i *Issuer) revoke(w http.ResponseWriter, r *http.Request) {
+	f, oerr := readForm(w, r)
+	if oerr != nil {
+		writeError(w, oerr)
+		return
+	}
+	token, oerr := f.require("token")
+	if oerr != nil {
+		writeError(w, oerr)
+		return
+	}
+	// Access tokens are short-lived JWTs and cannot be revoked one by one;
+	// RFC 7009 section 2.2 lets the server ignore them.
+	if err := i.sessions.Revoke(r.Context(), token); err != nil {
+		writeError(w, i.internal(r, "revoking", err))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+}
+
+// userinfo is GET or POST /userinfo with a Bearer access token: the
+// verified claims. A bad token gets 401 with the RFC 6750 challenge that
+// tells a client to refresh.
+func (i *Issuer) userinfo(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		writeError(w, newError(http.StatusMethodNotAllowed, errInvalidRequest, "use GET or POST"))
+		return
+	}
+	token, ok := bearer(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rotor"`)
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": errInvalidRequest, "error_description": "missing bearer token"})
+		return
+	}
+	claims, err := i.verifier.Verify(token)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rotor", error="invalid_token", error_description="the access token is invalid or expired"`)
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": errInvalidToken, "error_description": "the access token is invalid or expired"})
+		return
+	}
+	writeJSON(w, http.StatusOK, claims)
+}
+
+// bearer returns the token of an RFC 6750 section 2.1 Authorization header.
+func bearer(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+func allowGet(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	return false
+}

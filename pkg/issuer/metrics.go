@@ -1,0 +1,37 @@
+package issuer
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	tokensIssued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rotor_tokens_issued_total",
+		Help: "Access and refresh token pairs issued, by grant type.",
+	}, []string{"grant_type"})
+	grantFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rotor_token_request_failures_total",
+		Help: "Refused token requests, by grant type and OAuth error code.",
+	}, []string{"grant_type", "error"})
+	refreshFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rotor_refresh_failures_total",
+		Help: "Refused refresh grants, by reason.",
+	}, []string{"reason"})
+	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "rotor_http_request_duration_seconds",
+		Help:    "Issuer request latency, by endpoint and status code.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"handler", "code"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(tokensIssued, grantFailures, refreshFailures, requestDuration)
+}
+
+func instrument(name string, h http.Handler) http.Handler {
+	return promhttp.InstrumentHandlerDuration(requestDuration.MustCurryWith(prometheus.Labels{"handler": name}), h)
+}

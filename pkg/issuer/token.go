@@ -1,0 +1,192 @@
+package issuer
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/pkg/accounts"
+	"rotor.dev/rotor/pkg/sessions"
+	"rotor.dev/rotor/pkg/tokens"
+)
+
+// Grant types (RFC 6749 sections 4.3 and 6).
+const (
+	GrantPassword     = "password"
+	GrantRefreshToken = "refresh_token"
+)
+
+// tokenResponse is RFC 6749 section 5.1.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+}
+
+// token is POST /token.
+func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
+	f, oerr := readForm(w, r)
+	if oerr != nil {
+		writeError(w, oerr)
+		return
+	}
+	grant := f.get("grant_type")
+	var resp *tokenResponse
+	switch grant {
+	case "":
+		oerr = newError(http.StatusBadRequest, errInvalidRequest, "missing parameter grant_type")
+	case GrantPassword:
+		if !i.cfg.PasswordGrant {
+			oerr = newError(http.StatusBadRequest, errUnsupportedGrantType, "the password grant is disabled")
+			break
+		}
+		resp, oerr = i.passwordGrant(r, f)
+	case GrantRefreshToken:
+		resp, oerr = i.refreshGrant(r, f)
+	default:
+		oerr = newError(http.StatusBadRequest, errUnsupportedGrantType, "unsupported grant_type")
+	}
+	if oerr != nil {
+		grantFailures.WithLabelValues(grantLabel(grant), oerr.code).Inc()
+		writeError(w, oerr)
+		return
+	}
+	tokensIssued.WithLabelValues(grant).Inc()
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (i *Issuer) passwordGrant(r *http.Request, f form) (*tokenResponse, *oauthError) {
+	username, oerr := f.require("username")
+	if oerr != nil {
+		return nil, oerr
+	}
+	password, oerr := f.require("password")
+	if oerr != nil {
+		return nil, oerr
+	}
+	aud, oerr := i.audience(f)
+	if oerr != nil {
+		return nil, oerr
+	}
+	clientID := i.clientID(f)
+	acct, err := i.accounts.Authenticate(r.Context(), username, password, clientAddr(r))
+	switch {
+	case errors.Is(err, accounts.ErrThrottled):
+		e := newError(http.StatusTooManyRequests, errInvalidGrant, "too many failed logins; retry later")
+		e.retryAfter = time.Minute
+		return nil, e
+	case errors.Is(err, accounts.ErrInvalidCredentials):
+		return nil, newError(http.StatusBadRequest, errInvalidGrant, "invalid username or password")
+	case err != nil:
+		return nil, i.internal(r, "authenticating", err)
+	}
+	subject := tokens.Subject{Subject: acct.Username, ClientID: clientID, Audience: aud, Groups: acct.Groups}
+	// Sign before writing: a session is stored only when its tokens exist.
+	access, _, err := i.minter.Mint(subject)
+	if err != nil {
+		return nil, i.internal(r, "minting access token", err)
+	}
+	refresh, _, err := i.sessions.Create(r.Context(), sessions.Grant{
+		Subject: acct.Username, Groups: acct.Groups, ClientID: clientID, Audience: aud, Method: v1alpha1.AuthMethodPassword,
+	})
+	if err != nil {
+		return nil, i.internal(r, "creating session", err)
+	}
+	return i.response(access, refresh), nil
+}
+
+func (i *Issuer) refreshGrant(r *http.Request, f form) (*tokenResponse, *oauthError) {
+	token, oerr := f.require("refresh_token")
+	if oerr != nil {
+		return nil, oerr
+	}
+	var access string
+	// The access token is minted from the session before the rotation is
+	// written, so a stored rotation always comes with tokens to hand out.
+	prepare := func(s *v1alpha1.RefreshTokenSpec) error {
+		if s.Method == v1alpha1.AuthMethodPassword {
+			if acct, ok := i.accounts.Lookup(s.Subject); !ok || acct.Disabled {
+				return sessions.Refused(sessions.ReasonNotAllowed)
+			}
+		}
+		var err error
+		access, _, err = i.minter.Mint(tokens.Subject{Subject: s.Subject, ClientID: s.ClientID, Audience: s.Audience, Groups: s.Groups})
+		return err
+	}
+	// client_id, when sent, must be the session's (RFC 6749 section 6).
+	refresh, _, err := i.sessions.Rotate(r.Context(), token, f.get("client_id"), prepare)
+	if reason := sessions.ReasonOf(err); reason != "" {
+		refreshFailures.WithLabelValues(string(reason)).Inc()
+		return nil, newError(http.StatusBadRequest, errInvalidGrant, "the refresh token is invalid, expired, revoked or already used")
+	}
+	if err != nil {
+		return nil, i.internal(r, "rotating session", err)
+	}
+	return i.response(access, refresh), nil
+}
+
+func (i *Issuer) response(access string, refresh string) *tokenResponse {
+	return &tokenResponse{
+		AccessToken:  access,
+		TokenType:    "Bearer",
+		ExpiresIn:    int64(i.minter.TTL / time.Second),
+		RefreshToken: refresh,
+	}
+}
+
+// audience returns the requested audience if allowed, or the default one.
+func (i *Issuer) audience(f form) ([]string, *oauthError) {
+	aud := f.get("audience")
+	if aud == "" {
+		return []string{i.cfg.Audience}, nil
+	}
+	if aud == i.cfg.Audience || slices.Contains(i.cfg.AllowedAudiences, aud) {
+		return []string{aud}, nil
+	}
+	return nil, newError(http.StatusBadRequest, errInvalidTarget, "the audience is not allowed")
+}
+
+func (i *Issuer) clientID(f form) string {
+	if id := f.get("client_id"); id != "" {
+		return id
+	}
+	return i.cfg.DefaultClientID
+}
+
+// internal maps failures that are not the client's: an unreachable API
+// server or no signing key yet is 503 temporarily_unavailable (retry),
+// anything else 500. Details go to the log, never to the client.
+func (i *Issuer) internal(r *http.Request, what string, err error) *oauthError {
+	if errors.Is(err, sessions.ErrUnavailable) || errors.Is(err, tokens.ErrNoActiveKey) {
+		i.log.Info("issuer temporarily unavailable", "path", r.URL.Path, "step", what, "error", err.Error())
+		e := newError(http.StatusServiceUnavailable, errTemporarilyUnavail, "the issuer is temporarily unavailable; retry later")
+		e.retryAfter = time.Second
+		return e
+	}
+	i.log.Error(err, "request failed", "path", r.URL.Path, "step", what)
+	return newError(http.StatusInternalServerError, errServerError, "internal error")
+}
+
+// clientAddr is the peer's IP, the key for per-address login throttling.
+// Forwarded headers are not trusted: any client can set them.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func grantLabel(g string) string {
+	switch g {
+	case GrantPassword, GrantRefreshToken:
+		return g
+	case "":
+		return "none"
+	}
+	return "other"
+}

@@ -1,0 +1,140 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/template"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"rotor.dev/rotor/pkg/accounts"
+	"rotor.dev/rotor/pkg/controlplane"
+)
+
+// DevOptions are the flags of `rotor dev` beyond the issuer's.
+type DevOptions struct {
+	Addr         string
+	StateDir     string
+	DemoUser     string
+	DemoPassword string
+	DemoGroups   []string
+}
+
+// Dev runs `rotor dev`: a local control plane with rotor's CRDs, a demo
+// account, and everything `rotor serve` runs, until ctx ends.
+func Dev(ctx context.Context, o Options, d DevOptions, log logr.Logger, out io.Writer) error {
+	o.IssuerURL = "http://" + d.Addr
+	o.ListenAddress = d.Addr
+	o.InsecureHTTP = true
+	if d.DemoPassword == "" {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		d.DemoPassword = base64.RawURLEncoding.EncodeToString(b[:])
+	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.StateDir, 0o700); err != nil {
+		return fmt.Errorf("creating state dir: %w", err)
+	}
+
+	fmt.Fprintln(out, "Starting a local control plane (etcd and kube-apiserver from bin/k8s)...")
+	cp, err := controlplane.Start(controlplane.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := cp.Stop(); err != nil {
+			log.Error(err, "stopping control plane")
+		}
+	}()
+	kubeconfig, err := cp.Kubeconfig("rotor-dev-admin")
+	if err != nil {
+		return err
+	}
+	kubeconfigPath, err := filepath.Abs(filepath.Join(d.StateDir, "kubeconfig"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
+		return fmt.Errorf("writing kubeconfig: %w", err)
+	}
+
+	c, err := client.New(cp.Config, client.Options{Scheme: Scheme()})
+	if err != nil {
+		return err
+	}
+	if err := seed(ctx, c, o.Namespace, d); err != nil {
+		return err
+	}
+
+	srv, err := New(cp.Config, o, log)
+	if err != nil {
+		return err
+	}
+	if err := instructions.Execute(out, map[string]any{
+		"URL": o.IssuerURL, "Kubeconfig": kubeconfigPath, "User": d.DemoUser, "Password": d.DemoPassword,
+		"Namespace": o.Namespace, "Audience": o.Audience,
+	}); err != nil {
+		return err
+	}
+	return srv.Start(ctx)
+}
+
+// seed creates rotor's namespace and the demo account.
+func seed(ctx context.Context, c client.Client, namespace string, d DevOptions) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
+	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", namespace, err)
+	}
+	manifest, err := accounts.Manifest(d.DemoUser, namespace, d.DemoGroups, []byte(d.DemoPassword))
+	if err != nil {
+		return fmt.Errorf("demo account: %w", err)
+	}
+	secret := &corev1.Secret{}
+	if err := yaml.UnmarshalStrict(manifest, secret); err != nil {
+		return fmt.Errorf("decoding demo account: %w", err)
+	}
+	if err := c.Create(ctx, secret); err != nil {
+		return fmt.Errorf("creating demo account: %w", err)
+	}
+	return nil
+}
+
+var instructions = template.Must(template.New("").Parse(`
+rotor is serving {{.URL}} (plain HTTP: development only).
+
+Demo account: {{.User}} / {{.Password}}
+
+Log in (password grant) and keep the tokens:
+  curl -s {{.URL}}/token -d grant_type=password -d username={{.User}} -d password='{{.Password}}' | tee /tmp/rotor-login.json
+
+Call the userinfo API with the access token (401 with WWW-Authenticate once it expires):
+  curl -s {{.URL}}/userinfo -H "Authorization: Bearer $(sed -E 's/.*"access_token":"([^"]+)".*/\1/' /tmp/rotor-login.json)"
+
+Refresh: a new access token AND a new refresh token; the old refresh token never works again:
+  curl -s {{.URL}}/token -d grant_type=refresh_token -d refresh_token="$(sed -E 's/.*"refresh_token":"([^"]+)".*/\1/' /tmp/rotor-login.json)"
+
+Revoke a session:
+  curl -s {{.URL}}/revoke -d token=<refresh_token>
+
+Discovery and keys:
+  curl -s {{.URL}}/.well-known/openid-configuration
+  curl -s {{.URL}}/keys
+
+Inspect sessions and keys on the real API server:
+  kubectl --kubeconfig {{.Kubeconfig}} -n {{.Namespace}} get rt
+  kubectl --kubeconfig {{.Kubeconfig}} -n {{.Namespace}} get secrets --field-selector type=identity.rotor.dev/signing-key -L identity.rotor.dev/key-state
+
+Ctrl-C stops rotor and the control plane.
+`))

@@ -1,0 +1,182 @@
+// Package server wires rotor together: the controller manager (signing
+// keys, session GC, leader election, probes, metrics) and the embedded
+// issuer that every replica serves. `rotor serve` and `rotor dev` share it.
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"rotor.dev/rotor/pkg/keys"
+)
+
+// Options are the flags shared by `rotor serve` and `rotor dev`.
+type Options struct {
+	Namespace     string
+	IssuerURL     string
+	ListenAddress string
+	TLSCertFile   string
+	TLSKeyFile    string
+	InsecureHTTP  bool
+
+	AccessTokenTTL     time.Duration
+	RefreshTokenTTL    time.Duration
+	SessionMaxLifetime time.Duration
+	SessionCacheSize   int
+	RefreshReuseGrace  time.Duration
+	PasswordGrant      bool
+	Audience           string
+	AllowedAudiences   stringList
+	DefaultClientID    string
+	ClockSkew          time.Duration
+
+	KeyAlgorithm      string
+	KeyRotationPeriod time.Duration
+	KeyPrepublish     time.Duration
+	JWKSMaxAge        time.Duration
+
+	LoginFailuresPerMinute float64
+	LoginFailureBurst      int
+
+	APIQPS   float64
+	APIBurst int
+
+	MetricsAddress string
+	ProbeAddress   string
+	LeaderElect    bool
+
+	// Clock lets tests move time; not a flag.
+	Clock clock.Clock
+}
+
+// DefaultOptions are the documented defaults.
+func DefaultOptions() Options {
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "rotor-system"
+	}
+	return Options{
+		Namespace:              ns,
+		ListenAddress:          ":8443",
+		AccessTokenTTL:         20 * time.Minute,
+		RefreshTokenTTL:        7 * 24 * time.Hour,
+		SessionMaxLifetime:     30 * 24 * time.Hour,
+		SessionCacheSize:       10000,
+		RefreshReuseGrace:      5 * time.Second,
+		PasswordGrant:          true,
+		Audience:               "rotor",
+		DefaultClientID:        "rotor",
+		ClockSkew:              2 * time.Minute,
+		KeyAlgorithm:           string(keys.ES256),
+		KeyRotationPeriod:      24 * time.Hour,
+		KeyPrepublish:          time.Hour,
+		JWKSMaxAge:             15 * time.Minute,
+		LoginFailuresPerMinute: 6,
+		LoginFailureBurst:      10,
+		APIQPS:                 500,
+		APIBurst:               1000,
+		MetricsAddress:         ":9090",
+		ProbeAddress:           ":8081",
+		LeaderElect:            true,
+	}
+}
+
+// AddFlags registers the issuer flags. Defaults are o's current values.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "Namespace of rotor's Secrets, RefreshTokens and leader-election Lease (default $POD_NAMESPACE or rotor-system).")
+	fs.StringVar(&o.IssuerURL, "issuer-url", o.IssuerURL, "Issuer identifier: the iss claim and base URL of discovery. Must be the URL clients dial.")
+	fs.StringVar(&o.ListenAddress, "listen-address", o.ListenAddress, "Address the issuer listens on.")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "PEM certificate for HTTPS (reloaded when it changes).")
+	fs.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "PEM private key for HTTPS.")
+	fs.BoolVar(&o.InsecureHTTP, "insecure-http", o.InsecureHTTP, "Serve plain HTTP. OAuth requires TLS: only for local development.")
+	fs.DurationVar(&o.AccessTokenTTL, "access-token-ttl", o.AccessTokenTTL, "Lifetime of access tokens.")
+	fs.DurationVar(&o.RefreshTokenTTL, "refresh-token-ttl", o.RefreshTokenTTL, "Sliding lifetime of refresh tokens: a session unused this long expires.")
+	fs.DurationVar(&o.SessionMaxLifetime, "session-max-lifetime", o.SessionMaxLifetime, "Absolute lifetime of a session, however often it is refreshed.")
+	fs.IntVar(&o.SessionCacheSize, "session-cache-size", o.SessionCacheSize, "Sessions kept in each replica's LRU cache.")
+	fs.DurationVar(&o.RefreshReuseGrace, "refresh-reuse-grace", o.RefreshReuseGrace, "A replay of the previous refresh token within this long after its rotation is refused without revoking the session (a client racing itself). 0 is strict.")
+	fs.BoolVar(&o.PasswordGrant, "password-grant", o.PasswordGrant, "Enable grant_type=password.")
+	fs.StringVar(&o.Audience, "audience", o.Audience, "Default aud of access tokens.")
+	fs.Var(&o.AllowedAudiences, "allowed-audiences", "Comma-separated audiences a client may request with the audience parameter.")
+	fs.StringVar(&o.DefaultClientID, "default-client-id", o.DefaultClientID, "client_id of requests that send none.")
+	fs.DurationVar(&o.ClockSkew, "clock-skew", o.ClockSkew, "Allowed clock skew when verifying tokens.")
+	fs.StringVar(&o.KeyAlgorithm, "key-algorithm", o.KeyAlgorithm, "Algorithm of generated signing keys: ES256, EdDSA or RS256.")
+	fs.DurationVar(&o.KeyRotationPeriod, "key-rotation-period", o.KeyRotationPeriod, "How long a signing key signs before the next one takes over.")
+	fs.DurationVar(&o.KeyPrepublish, "key-prepublish", o.KeyPrepublish, "How long the next signing key is published before it signs; longer than --jwks-max-age.")
+	fs.DurationVar(&o.JWKSMaxAge, "jwks-max-age", o.JWKSMaxAge, "Cache-Control max-age of the JWKS.")
+	fs.Float64Var(&o.LoginFailuresPerMinute, "login-failures-per-minute", o.LoginFailuresPerMinute, "Failed logins allowed per minute, per username and per client address, after the burst.")
+	fs.IntVar(&o.LoginFailureBurst, "login-failure-burst", o.LoginFailureBurst, "Failed logins allowed in a burst, per username and per client address.")
+	fs.Float64Var(&o.APIQPS, "api-qps", o.APIQPS, "Queries per second of the issuer's session client to the API server.")
+	fs.IntVar(&o.APIBurst, "api-burst", o.APIBurst, "Burst of the issuer's session client to the API server.")
+	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus metrics endpoint; 0 disables it.")
+	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", o.ProbeAddress, "Address of /healthz and /readyz.")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Elect a leader for the controllers; every replica serves the issuer.")
+}
+
+// Validate checks the options together.
+func (o *Options) Validate() error {
+	var errs []error
+	u, err := url.Parse(o.IssuerURL)
+	switch {
+	case o.IssuerURL == "":
+		errs = append(errs, errors.New("--issuer-url is required"))
+	case err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "":
+		errs = append(errs, fmt.Errorf("--issuer-url %q must be an absolute URL without query or fragment", o.IssuerURL))
+	case u.Scheme == "http" && !o.InsecureHTTP:
+		errs = append(errs, errors.New("--issuer-url is http: but --insecure-http is not set"))
+	case u.Scheme != "https" && u.Scheme != "http":
+		errs = append(errs, fmt.Errorf("--issuer-url scheme must be https"))
+	}
+	if !o.InsecureHTTP && (o.TLSCertFile == "" || o.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required unless --insecure-http"))
+	}
+	if _, err := keys.ParseAlgorithm(o.KeyAlgorithm); err != nil {
+		errs = append(errs, err)
+	}
+	for name, d := range map[string]time.Duration{
+		"--access-token-ttl": o.AccessTokenTTL, "--refresh-token-ttl": o.RefreshTokenTTL,
+		"--session-max-lifetime": o.SessionMaxLifetime, "--key-rotation-period": o.KeyRotationPeriod,
+		"--key-prepublish": o.KeyPrepublish, "--jwks-max-age": o.JWKSMaxAge,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if o.RefreshReuseGrace < 0 || o.ClockSkew < 0 {
+		errs = append(errs, errors.New("--refresh-reuse-grace and --clock-skew must not be negative"))
+	}
+	if o.KeyPrepublish <= o.JWKSMaxAge {
+		errs = append(errs, errors.New("--key-prepublish must be longer than --jwks-max-age, or verifiers may see a kid they could not have fetched"))
+	}
+	if o.KeyPrepublish >= o.KeyRotationPeriod {
+		errs = append(errs, errors.New("--key-prepublish must be shorter than --key-rotation-period"))
+	}
+	if o.SessionCacheSize <= 0 {
+		errs = append(errs, errors.New("--session-cache-size must be positive"))
+	}
+	if o.AccessTokenTTL > time.Hour {
+		errs = append(errs, errors.New("--access-token-ttl must be at most 1h (RFC 6750 section 5.3)"))
+	}
+	return errors.Join(errs...)
+}
+
+// stringList is a comma-separated flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,242 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/controllers"
+	"rotor.dev/rotor/pkg/accounts"
+	"rotor.dev/rotor/pkg/issuer"
+	"rotor.dev/rotor/pkg/keys"
+	"rotor.dev/rotor/pkg/sessions"
+	"rotor.dev/rotor/pkg/tokens"
+)
+
+// Scheme knows the built-in kinds and rotor's.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilRuntimeMust(clientgoscheme.AddToScheme(s))
+	utilRuntimeMust(identityv1alpha1.AddToScheme(s))
+	return s
+}
+
+func utilRuntimeMust(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Server is a configured rotor: call Start to run it.
+type Server struct {
+	Manager  manager.Manager
+	Keys     *keys.Set
+	Sessions *sessions.Store
+	Accounts *accounts.Store
+	Evictor  *sessions.Evictor
+	Issuer   *issuer.Issuer
+
+	listener net.Listener
+}
+
+// Leader election uses a Lease in rotor's namespace.
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=rotor-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// New builds the manager and the issuer and opens the issuer's listener,
+// so that Addr is known before Start.
+func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	alg, _ := keys.ParseAlgorithm(o.KeyAlgorithm)
+	scheme := Scheme()
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: scheme,
+		Logger: log,
+		// Tests and benchmarks run several managers in one process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{
+			DefaultNamespaces: map[string]cache.Config{o.Namespace: {}},
+			// Only signing-key Secrets: never cache every Secret of the cluster.
+			ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: keys.CacheByObject(o.Namespace)},
+		},
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddress},
+		HealthProbeBindAddress:        o.ProbeAddress,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              "rotor-controllers",
+		LeaderElectionNamespace:       o.Namespace,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+
+	set := keys.NewSet()
+	if err := set.Watch(context.Background(), mgr.GetCache(), o.Namespace); err != nil {
+		return nil, fmt.Errorf("watching signing keys: %w", err)
+	}
+	if err := (&controllers.SigningKeyReconciler{
+		Client:         mgr.GetClient(),
+		Recorder:       mgr.GetEventRecorder("rotor-signing-keys"),
+		Clock:          o.Clock,
+		Namespace:      o.Namespace,
+		Algorithm:      alg,
+		RotationPeriod: o.KeyRotationPeriod,
+		Prepublish:     o.KeyPrepublish,
+		// A retired key stays published while tokens it signed may be
+		// valid, and while verifiers may still hold it in a cached JWKS.
+		RetireAfter: o.AccessTokenTTL + o.ClockSkew + o.JWKSMaxAge,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up signing-key controller: %w", err)
+	}
+
+	accts, err := accounts.NewStore(cfg, scheme, accounts.Options{
+		Namespace:         o.Namespace,
+		FailuresPerMinute: o.LoginFailuresPerMinute,
+		Burst:             o.LoginFailureBurst,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating account store: %w", err)
+	}
+	if err := mgr.Add(accts); err != nil {
+		return nil, err
+	}
+
+	// The refresh path has its own client: uncached (the store is the
+	// cache) and with a rate limit fit for one write per refresh.
+	apiCfg := rest.CopyConfig(cfg)
+	apiCfg.QPS, apiCfg.Burst = float32(o.APIQPS), o.APIBurst
+	apiCfg.UserAgent = "rotor-issuer"
+	sessionClient, err := client.New(apiCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("creating session client: %w", err)
+	}
+	store, err := sessions.NewStore(sessionClient, sessions.Config{
+		Namespace:   o.Namespace,
+		RefreshTTL:  o.RefreshTokenTTL,
+		MaxLifetime: o.SessionMaxLifetime,
+		ReuseGrace:  o.RefreshReuseGrace,
+		CacheSize:   o.SessionCacheSize,
+		Clock:       o.Clock,
+		Recorder:    mgr.GetEventRecorder("rotor-issuer"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	meta, err := metadata.NewForConfig(apiCfg)
+	if err != nil {
+		return nil, err
+	}
+	evictor := &sessions.Evictor{Store: store, Metadata: meta, Namespace: o.Namespace, Log: log.WithName("session-evictor")}
+	if err := mgr.Add(evictor); err != nil {
+		return nil, err
+	}
+
+	iss := issuer.New(issuer.Config{
+		URL:              o.IssuerURL,
+		Audience:         o.Audience,
+		AllowedAudiences: o.AllowedAudiences,
+		DefaultClientID:  o.DefaultClientID,
+		PasswordGrant:    o.PasswordGrant,
+		JWKSMaxAge:       o.JWKSMaxAge,
+	}, set,
+		&tokens.Minter{Issuer: o.IssuerURL, TTL: o.AccessTokenTTL, Keys: set, Clock: o.Clock},
+		&tokens.Verifier{Issuer: o.IssuerURL, Audience: o.Audience, Keys: set, Leeway: o.ClockSkew, Clock: o.Clock},
+		store, accts, log.WithName("issuer"))
+
+	for name, check := range map[string]healthz.Checker{
+		"signing-keys": set.ReadyCheck,
+		"accounts":     accts.ReadyCheck,
+		"sessions": func(*http.Request) error {
+			if !evictor.Synced() {
+				return errors.New("session watch not established")
+			}
+			return nil
+		},
+	} {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			return nil, err
+		}
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+
+	ln, err := net.Listen("tcp", o.ListenAddress)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", o.ListenAddress, err)
+	}
+	srv := &http.Server{
+		Handler:           iss.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	if !o.InsecureHTTP {
+		certs, err := newCertReloader(o.TLSCertFile, o.TLSKeyFile)
+		if err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	if err := mgr.Add(&httpRunnable{srv: srv, ln: ln}); err != nil {
+		return nil, err
+	}
+	return &Server{Manager: mgr, Keys: set, Sessions: store, Accounts: accts, Evictor: evictor, Issuer: iss, listener: ln}, nil
+}
+
+// Addr is the issuer's listening address.
+func (s *Server) Addr() net.Addr { return s.listener.Addr() }
+
+// Start runs everything until ctx ends.
+func (s *Server) Start(ctx context.Context) error { return s.Manager.Start(ctx) }
+
+// httpRunnable serves the issuer on every replica, leader or not.
+type httpRunnable struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+func (h *httpRunnable) NeedLeaderElection() bool { return false }
+
+func (h *httpRunnable) Start(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- h.srv.Serve(h.ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return h.srv.Shutdown(shutdown)
+	}
+}

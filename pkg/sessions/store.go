@@ -1,0 +1,440 @@
+// Package sessions keeps refresh-token sessions as RefreshToken objects:
+// the wire format, hashing, an LRU of recently used sessions, conditional
+// writes and watch-driven eviction.
+//
+// Correctness never depends on the cache: every decision that accepts a
+// token ends in a write with the object's resourceVersion as precondition,
+// so the API server refuses anything a stale entry would have allowed.
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+)
+
+// ExpiresAtAnnotation holds the time after which garbage collection may
+// delete the session (its effective expiry, or its revocation time), so a
+// metadata-only reader can find expired sessions without their specs.
+const ExpiresAtAnnotation = "identity.rotor.dev/expires-at"
+
+// Event reasons on RefreshToken objects.
+const (
+	ReasonReuseDetected = "RefreshTokenReuse"
+)
+
+// Reason says why a refresh token was refused. Every reason is an OAuth
+// invalid_grant to the client; they differ in metrics and logs only.
+type Reason string
+
+const (
+	ReasonMalformed      Reason = "malformed"
+	ReasonUnknown        Reason = "unknown"
+	ReasonMismatch       Reason = "mismatch"
+	ReasonExpired        Reason = "expired"
+	ReasonRevoked        Reason = "revoked"
+	ReasonReuse          Reason = "reuse"
+	ReasonRaceLost       Reason = "race_lost"
+	ReasonClientMismatch Reason = "client_mismatch"
+	ReasonNotAllowed     Reason = "not_allowed"
+)
+
+// RefusedError is a refresh token that must not be honoured.
+type RefusedError struct{ Reason Reason }
+
+func (e *RefusedError) Error() string { return "refresh token refused: " + string(e.Reason) }
+
+func refused(r Reason) error { return &RefusedError{Reason: r} }
+
+// Refused returns a RefusedError, for Prepare functions.
+func Refused(r Reason) error { return refused(r) }
+
+// ReasonOf returns the reason of a RefusedError, or "".
+func ReasonOf(err error) Reason {
+	var r *RefusedError
+	if errors.As(err, &r) {
+		return r.Reason
+	}
+	return ""
+}
+
+// ErrUnavailable means the API server could not be reached or did not
+// answer in time; nothing was handed out. Clients retry later.
+var ErrUnavailable = errors.New("session storage unavailable")
+
+// Config configures a Store.
+type Config struct {
+	Namespace string
+	// RefreshTTL is the sliding lifetime of a refresh token.
+	RefreshTTL time.Duration
+	// MaxLifetime caps a session however often it is refreshed.
+	MaxLifetime time.Duration
+	// ReuseGrace treats a replay of the immediately previous token within
+	// this long after its rotation as a client racing itself: refused, but
+	// the session is kept. Zero is strict.
+	ReuseGrace time.Duration
+	// CacheSize is the number of sessions the LRU holds.
+	CacheSize int
+	// Timeout bounds each API request, so an outage answers quickly.
+	Timeout  time.Duration
+	Clock    clock.PassiveClock
+	Recorder events.EventRecorder
+}
+
+// Grant is what a login establishes.
+type Grant struct {
+	Subject  string
+	Groups   []string
+	ClientID string
+	Audience []string
+	Method   identityv1alpha1.AuthMethod
+}
+
+// The issuer reads, creates and conditionally updates sessions, watches
+// them for eviction, and records reuse events.
+// +kubebuilder:rbac:groups=identity.rotor.dev,namespace=rotor-system,resources=refreshtokens,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=events.k8s.io,namespace=rotor-system,resources=events,verbs=create;patch
+
+// Store reads and writes sessions.
+type Store struct {
+	cfg    Config
+	client client.Client
+	// cache maps a session name to the last object this replica wrote or
+	// read; nil marks a name the API server did not know. Entries are
+	// never mutated, only replaced.
+	cache *lru.Cache[string, *identityv1alpha1.RefreshToken]
+	// locks serialise work on one session within this replica, so that
+	// concurrent refreshes of one token cost one write, not a conflict storm.
+	locks [64]sync.Mutex
+	seed  maphash.Seed
+}
+
+// NewStore returns a Store that talks to the API server through c, which
+// must not be a cached client.
+func NewStore(c client.Client, cfg Config) (*Store, error) {
+	if cfg.CacheSize <= 0 {
+		return nil, fmt.Errorf("session cache size must be positive, got %d", cfg.CacheSize)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	cache, err := lru.New[string, *identityv1alpha1.RefreshToken](cfg.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{cfg: cfg, client: c, cache: cache, seed: maphash.MakeSeed()}, nil
+}
+
+func (s *Store) lock(name string) func() {
+	m := &s.locks[maphash.String(s.seed, name)%uint64(len(s.locks))]
+	m.Lock()
+	return m.Unlock
+}
+
+func (s *Store) now() time.Time { return s.cfg.Clock.Now().Truncate(time.Second) }
+
+// Create starts a session: one API write. It returns the wire token.
+func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.RefreshToken, error) {
+	now := s.now()
+	secret, hash := newSecret()
+	abs := now.Add(s.cfg.MaxLifetime)
+	rt := &identityv1alpha1.RefreshToken{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.cfg.Namespace, Name: newName()},
+		Spec: identityv1alpha1.RefreshTokenSpec{
+			Subject:           g.Subject,
+			Groups:            g.Groups,
+			ClientID:          g.ClientID,
+			Audience:          g.Audience,
+			Method:            g.Method,
+			SecretHash:        hash,
+			State:             identityv1alpha1.SessionActive,
+			ExpiresAt:         metav1.NewTime(minTime(now.Add(s.cfg.RefreshTTL), abs)),
+			AbsoluteExpiresAt: metav1.NewTime(abs),
+			LastUsedAt:        metav1.NewTime(now),
+		},
+	}
+	setExpiresAtAnnotation(rt)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	if err := s.client.Create(ctx, rt); err != nil {
+		return "", nil, s.apiError("creating session", err)
+	}
+	s.cache.Add(rt.Name, rt)
+	return formatToken(rt.Name, secret), rt, nil
+}
+
+// Prepare runs after a refresh token has been accepted and before its
+// rotation is written: a last check (such as "the account still exists")
+// and the place to mint the access token, so nothing is written that cannot
+// be handed out. Its error is returned unchanged and nothing is written.
+type Prepare func(*identityv1alpha1.RefreshTokenSpec) error
+
+// Rotate redeems a refresh token: it checks the token against the session
+// and swaps in a new secret with one conditional update. With the session
+// cached, that update is the only API request.
+func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prepare) (string, *identityv1alpha1.RefreshToken, error) {
+	name, hash, ok := ParseToken(token)
+	if !ok {
+		return "", nil, refused(ReasonMalformed)
+	}
+	defer s.lock(name)()
+
+	rt, fresh, err := s.get(ctx, name)
+	if err != nil {
+		return "", nil, err
+	}
+	for {
+		now := s.now()
+		if rt == nil {
+			return "", nil, refused(ReasonUnknown)
+		}
+		if reason, ok := s.refuse(rt, now); !ok {
+			return "", nil, refused(reason)
+		}
+		switch {
+		case hashEqual(hash, rt.Spec.SecretHash):
+			if clientID != "" && clientID != rt.Spec.ClientID {
+				return "", nil, refused(ReasonClientMismatch)
+			}
+			if prepare != nil {
+				if err := prepare(&rt.Spec); err != nil {
+					return "", nil, err
+				}
+			}
+			next, secret := s.rotated(rt, now)
+			err := s.update(ctx, next)
+			if err == nil {
+				return formatToken(name, secret), next, nil
+			}
+			if !isStale(err) || fresh {
+				return "", nil, s.apiError("rotating session "+name, err)
+			}
+		case rt.Spec.PreviousSecretHash != "" && hashEqual(hash, rt.Spec.PreviousSecretHash):
+			if now.Sub(rt.Spec.LastUsedAt.Time) < s.cfg.ReuseGrace {
+				return "", nil, refused(ReasonRaceLost)
+			}
+			err := s.revoke(ctx, rt, identityv1alpha1.RevocationReuse, now)
+			if err == nil {
+				reuseDetected.Inc()
+				if s.cfg.Recorder != nil {
+					s.cfg.Recorder.Eventf(rt, nil, corev1.EventTypeWarning, ReasonReuseDetected, "Revoke",
+						"a rotated refresh token was presented again; the session is revoked")
+				}
+				return "", nil, refused(ReasonReuse)
+			}
+			if !isStale(err) || fresh {
+				return "", nil, s.apiError("revoking replayed session "+name, err)
+			}
+		default:
+			if fresh {
+				return "", nil, refused(ReasonMismatch)
+			}
+			// The entry may predate a rotation made by another replica.
+		}
+		// The cached entry was stale: answer from one fresh read.
+		s.cache.Remove(name)
+		if rt, err = s.read(ctx, name); err != nil {
+			return "", nil, err
+		}
+		fresh = true
+	}
+}
+
+// Revoke ends the session a refresh token belongs to (RFC 7009). Tokens
+// that name no session, or whose secret is neither the current nor the
+// previous one, are ignored: revocation must not become an oracle.
+func (s *Store) Revoke(ctx context.Context, token string) error {
+	name, hash, ok := ParseToken(token)
+	if !ok {
+		return nil
+	}
+	defer s.lock(name)()
+	rt, fresh, err := s.get(ctx, name)
+	for err == nil && rt != nil && rt.Spec.State == identityv1alpha1.SessionActive {
+		if !hashEqual(hash, rt.Spec.SecretHash) && !hashEqual(hash, rt.Spec.PreviousSecretHash) {
+			if fresh {
+				return nil
+			}
+		} else if err = s.revoke(ctx, rt, identityv1alpha1.RevocationRevoked, s.now()); err == nil || !isStale(err) || fresh {
+			break
+		}
+		s.cache.Remove(name)
+		rt, err = s.read(ctx, name)
+		fresh = true
+	}
+	if err != nil {
+		return s.apiError("revoking session "+name, err)
+	}
+	return nil
+}
+
+// Lookup returns the session a refresh token belongs to if the token is its
+// current one, for introspection. It may read the API server.
+func (s *Store) Lookup(ctx context.Context, token string) (*identityv1alpha1.RefreshToken, error) {
+	name, hash, ok := ParseToken(token)
+	if !ok {
+		return nil, refused(ReasonMalformed)
+	}
+	rt, _, err := s.get(ctx, name)
+	switch {
+	case err != nil:
+		return nil, err
+	case rt == nil:
+		return nil, refused(ReasonUnknown)
+	case !hashEqual(hash, rt.Spec.SecretHash):
+		return nil, refused(ReasonMismatch)
+	}
+	if reason, ok := s.refuse(rt, s.now()); !ok {
+		return nil, refused(reason)
+	}
+	return rt, nil
+}
+
+// refuse reports whether a session can no longer be used at all.
+func (s *Store) refuse(rt *identityv1alpha1.RefreshToken, now time.Time) (Reason, bool) {
+	switch {
+	case rt.Spec.State != identityv1alpha1.SessionActive:
+		return ReasonRevoked, false
+	case !now.Before(rt.Spec.ExpiresAt.Time), !now.Before(rt.Spec.AbsoluteExpiresAt.Time):
+		return ReasonExpired, false
+	}
+	return "", true
+}
+
+func (s *Store) rotated(rt *identityv1alpha1.RefreshToken, now time.Time) (*identityv1alpha1.RefreshToken, string) {
+	next := rt.DeepCopy()
+	secret, hash := newSecret()
+	next.Spec.PreviousSecretHash = rt.Spec.SecretHash
+	next.Spec.SecretHash = hash
+	next.Spec.Rotations++
+	next.Spec.LastUsedAt = metav1.NewTime(now)
+	next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(s.cfg.RefreshTTL), rt.Spec.AbsoluteExpiresAt.Time))
+	setExpiresAtAnnotation(next)
+	return next, secret
+}
+
+func (s *Store) revoke(ctx context.Context, rt *identityv1alpha1.RefreshToken, reason identityv1alpha1.RevocationReason, now time.Time) error {
+	next := rt.DeepCopy()
+	t := metav1.NewTime(now)
+	next.Spec.State = identityv1alpha1.SessionRevoked
+	next.Spec.RevokedAt = &t
+	next.Spec.RevocationReason = reason
+	setExpiresAtAnnotation(next)
+	return s.update(ctx, next)
+}
+
+// update writes rt conditionally on its resourceVersion and caches the result.
+func (s *Store) update(ctx context.Context, rt *identityv1alpha1.RefreshToken) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	if err := s.client.Update(ctx, rt); err != nil {
+		if isStale(err) {
+			s.cache.Remove(rt.Name)
+		}
+		return err
+	}
+	s.cache.Add(rt.Name, rt)
+	return nil
+}
+
+// get returns the session from the cache, or reads it. fresh reports a read.
+func (s *Store) get(ctx context.Context, name string) (*identityv1alpha1.RefreshToken, bool, error) {
+	if rt, ok := s.cache.Get(name); ok {
+		observeCache(true)
+		return rt, false, nil
+	}
+	observeCache(false)
+	rt, err := s.read(ctx, name)
+	return rt, true, err
+}
+
+// read gets the session from the API server and caches what it finds,
+// including its absence.
+func (s *Store) read(ctx context.Context, name string) (*identityv1alpha1.RefreshToken, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	rt := &identityv1alpha1.RefreshToken{}
+	err := s.client.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: name}, rt)
+	switch {
+	case apierrors.IsNotFound(err):
+		s.cache.Add(name, nil)
+		return nil, nil
+	case err != nil:
+		return nil, s.apiError("reading session "+name, err)
+	}
+	s.cache.Add(name, rt)
+	return rt, nil
+}
+
+// Evict drops a session from the cache unless the cache already holds the
+// given resourceVersion; the watch calls it for changes made elsewhere.
+func (s *Store) Evict(name, resourceVersion string) {
+	if rt, ok := s.cache.Peek(name); ok && rt != nil && rt.ResourceVersion == resourceVersion {
+		return
+	}
+	s.cache.Remove(name)
+}
+
+// Purge empties the cache, when the watch lost track of changes.
+func (s *Store) Purge() { s.cache.Purge() }
+
+func (s *Store) apiError(what string, err error) error {
+	if errors.Is(err, ErrUnavailable) || ReasonOf(err) != "" {
+		return err
+	}
+	if isUnavailable(err) {
+		return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func isStale(err error) bool { return apierrors.IsConflict(err) || apierrors.IsNotFound(err) }
+
+// isUnavailable is true for failures that say nothing about the request
+// itself: timeouts, throttling, an API server that is down or overloaded.
+func isUnavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) || apierrors.IsUnexpectedServerError(err) {
+		return true
+	}
+	var status apierrors.APIStatus
+	// Anything that is not an API status is a transport error.
+	return !errors.As(err, &status)
+}
+
+func setExpiresAtAnnotation(rt *identityv1alpha1.RefreshToken) {
+	t := minTime(rt.Spec.ExpiresAt.Time, rt.Spec.AbsoluteExpiresAt.Time)
+	if rt.Spec.RevokedAt != nil {
+		t = rt.Spec.RevokedAt.Time
+	}
+	if rt.Annotations == nil {
+		rt.Annotations = map[string]string{}
+	}
+	rt.Annotations[ExpiresAtAnnotation] = t.UTC().Format(time.RFC3339)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,172 @@
+// Package tokens mints and verifies rotor's access tokens: JWTs per RFC 9068
+// (header typ at+jwt, claims iss, sub, aud, exp, iat, jti, client_id),
+// signed with the key set's active key.
+package tokens
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"k8s.io/utils/clock"
+
+	"rotor.dev/rotor/pkg/keys"
+)
+
+// Type is the JWT typ header of access tokens (RFC 9068 section 2.1).
+const Type = "at+jwt"
+
+// Claims are the claims of an access token.
+type Claims struct {
+	jwt.RegisteredClaims
+	ClientID string   `json:"client_id"`
+	Groups   []string `json:"groups,omitempty"`
+	Scope    string   `json:"scope,omitempty"`
+}
+
+// Subject is what an access token is about.
+type Subject struct {
+	Subject  string
+	ClientID string
+	Audience []string
+	Groups   []string
+	Scope    string
+}
+
+// ErrNoActiveKey means the key set has no active key yet (the issuer is not ready).
+var ErrNoActiveKey = errors.New("no active signing key")
+
+// ActiveKeys gives the key that signs new tokens.
+type ActiveKeys interface {
+	Active() (*keys.Key, bool)
+}
+
+// PublishedKeys finds a published key by kid.
+type PublishedKeys interface {
+	Lookup(kid string) (*keys.Key, bool)
+}
+
+// Minter signs access tokens.
+type Minter struct {
+	Issuer string
+	TTL    time.Duration
+	Keys   ActiveKeys
+	Clock  clock.PassiveClock
+}
+
+// Mint signs an access token for s and returns it with its expiry.
+func (m *Minter) Mint(s Subject) (string, time.Time, error) {
+	key, ok := m.Keys.Active()
+	if !ok {
+		return "", time.Time{}, ErrNoActiveKey
+	}
+	method, err := signingMethod(key.Algorithm)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	now := m.Clock.Now().Truncate(time.Second)
+	exp := now.Add(m.TTL)
+	claims := Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    m.Issuer,
+			Subject:   s.Subject,
+			Audience:  jwt.ClaimStrings(s.Audience),
+			ExpiresAt: jwt.NewNumericDate(exp),
+			IssuedAt:  jwt.NewNumericDate(now),
+			ID:        newJTI(),
+		},
+		ClientID: s.ClientID,
+		Groups:   s.Groups,
+		Scope:    s.Scope,
+	}
+	t := jwt.NewWithClaims(method, claims)
+	t.Header["typ"] = Type
+	t.Header["kid"] = key.KID
+	signed, err := t.SignedString(key.Signer)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("signing access token with key %s: %w", key.KID, err)
+	}
+	return signed, exp, nil
+}
+
+func newJTI() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func signingMethod(alg keys.Algorithm) (jwt.SigningMethod, error) {
+	switch alg {
+	case keys.ES256:
+		return jwt.SigningMethodES256, nil
+	case keys.EdDSA:
+		return jwt.SigningMethodEdDSA, nil
+	case keys.RS256:
+		return jwt.SigningMethodRS256, nil
+	}
+	return nil, fmt.Errorf("unsupported signing algorithm %q", alg)
+}
+
+// Verifier checks access tokens as RFC 9068 section 4 asks of a resource
+// server: typ, the signature with a published key of the key's own
+// algorithm, exact iss, aud, and exp/nbf/iat within a leeway.
+type Verifier struct {
+	Issuer   string
+	Audience string
+	Keys     PublishedKeys
+	Leeway   time.Duration
+	Clock    clock.PassiveClock
+}
+
+// ErrInvalidToken wraps every reason a token is refused; callers answer
+// RFC 6750 invalid_token.
+var ErrInvalidToken = errors.New("invalid token")
+
+var allAlgorithms = []string{"ES256", "EdDSA", "RS256"}
+
+// Verify returns the claims of a valid access token.
+func (v *Verifier) Verify(token string) (*Claims, error) {
+	claims := &Claims{}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods(allAlgorithms),
+		jwt.WithIssuer(v.Issuer),
+		jwt.WithAudience(v.Audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(v.Leeway),
+		jwt.WithTimeFunc(v.Clock.Now),
+	)
+	_, err := parser.ParseWithClaims(token, claims, v.keyFor)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	return claims, nil
+}
+
+func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
+	if typ, _ := t.Header["typ"].(string); !isAccessTokenType(typ) {
+		return nil, fmt.Errorf("typ %q is not %s", typ, Type)
+	}
+	kid, _ := t.Header["kid"].(string)
+	key, ok := v.Keys.Lookup(kid)
+	if !ok {
+		return nil, fmt.Errorf("unknown kid %q", kid)
+	}
+	// One algorithm per key (RFC 8725 section 3.1): a key is never used
+	// with an algorithm other than its own.
+	if t.Method.Alg() != string(key.Algorithm) {
+		return nil, fmt.Errorf("alg %s does not match key %s", t.Method.Alg(), key.KID)
+	}
+	return key.Public, nil
+}
+
+// isAccessTokenType accepts "at+jwt" and "application/at+jwt" (RFC 9068
+// section 4), case-insensitively as media types are.
+func isAccessTokenType(typ string) bool {
+	typ = strings.ToLower(typ)
+	return typ == Type || typ == "application/"+Type
+}
