@@ -400,8 +400,8 @@ func TestSigningKeyRepairs(t *testing.T) {
 				{name: keyName(1), state: keys.StateNext, pub: 95 * time.Hour},
 			},
 			want: map[string]keyView{
-				"a-key": {State: "retired", Published: ts(90 * time.Hour), Activated: ts(95 * time.Hour), Retired: ts(now)},
-				"b-key": {State: "active", Published: ts(90 * time.Hour), Activated: ts(95 * time.Hour)},
+				"a-key":    {State: "retired", Published: ts(90 * time.Hour), Activated: ts(95 * time.Hour), Retired: ts(now)},
+				"b-key":    {State: "active", Published: ts(90 * time.Hour), Activated: ts(95 * time.Hour)},
 				keyName(1): {State: "next", Published: ts(95 * time.Hour)},
 			},
 			requeue: retireAfter,
@@ -413,7 +413,7 @@ func TestSigningKeyRepairs(t *testing.T) {
 				{name: "platform-key", state: keys.StateNew},
 			},
 			want: map[string]keyView{
-				keyName(1):        {State: "active", Published: ts(99 * time.Hour), Activated: ts(99 * time.Hour)},
+				keyName(1):     {State: "active", Published: ts(99 * time.Hour), Activated: ts(99 * time.Hour)},
 				"platform-key": {State: "next", Published: ts(now)},
 			},
 			requeue: 23 * time.Hour,
@@ -837,8 +837,8 @@ func TestManagerAdoptsBringYourOwnKeyAndWarnsOfACorruptOne(t *testing.T) {
 	rotate(keyName(1))
 	g.Eventually(func(g Gomega) {
 		g.Expect(viewIn(g, ns)).To(Equal(map[string]keyView{
-			keyName(1):        {State: "retired", Published: ts(0), Activated: ts(0), Retired: ts(10*time.Minute + prepublish)},
-			keyName(2):        {State: "active", Published: ts(0), Activated: ts(10*time.Minute + prepublish)},
+			keyName(1):     {State: "retired", Published: ts(0), Activated: ts(0), Retired: ts(10*time.Minute + prepublish)},
+			keyName(2):     {State: "active", Published: ts(0), Activated: ts(10*time.Minute + prepublish)},
 			"platform-key": {State: "next", Published: ts(10 * time.Minute)},
 			"corrupt-key":  viewOf(corruptBefore),
 		}))
@@ -846,10 +846,10 @@ func TestManagerAdoptsBringYourOwnKeyAndWarnsOfACorruptOne(t *testing.T) {
 	rotate(keyName(2))
 	g.Eventually(func(g Gomega) {
 		g.Expect(viewIn(g, ns)).To(Equal(map[string]keyView{
-			keyName(1):        {State: "retired", Published: ts(0), Activated: ts(0), Retired: ts(10*time.Minute + prepublish)},
-			keyName(2):        {State: "retired", Published: ts(0), Activated: ts(10*time.Minute + prepublish), Retired: ts(10*time.Minute + prepublish)},
+			keyName(1):     {State: "retired", Published: ts(0), Activated: ts(0), Retired: ts(10*time.Minute + prepublish)},
+			keyName(2):     {State: "retired", Published: ts(0), Activated: ts(10*time.Minute + prepublish), Retired: ts(10*time.Minute + prepublish)},
 			"platform-key": {State: "active", Published: ts(10 * time.Minute), Activated: ts(10*time.Minute + prepublish + time.Second)},
-			keyName(3):        {State: "next", Published: ts(10*time.Minute + prepublish)},
+			keyName(3):     {State: "next", Published: ts(10*time.Minute + prepublish)},
 			"corrupt-key":  viewOf(corruptBefore),
 		}))
 	}).WithTimeout(10 * time.Second).Should(Succeed())

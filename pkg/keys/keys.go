@@ -112,8 +112,8 @@ func Generate(alg Algorithm) (*Key, error) {
 // Parse reads a PKCS#8 PEM private key and checks it fits alg: a P-256 key
 // for ES256, Ed25519 for EdDSA, RSA of at least MinRSABits for RS256.
 func Parse(alg Algorithm, pemBytes []byte) (*Key, error) {
-	if _, err := ParseAlgorithm(string(alg)); err != nil {
-		return nil, err
+	if a, err := ParseAlgorithm(string(alg)); err != nil || a != alg {
+		return nil, fmt.Errorf("unsupported signing algorithm %q", alg)
 	}
 	block, rest := pem.Decode(pemBytes)
 	if block == nil {
@@ -262,7 +262,7 @@ func Thumbprint(pub crypto.PublicKey) (string, error) {
 	return b64.EncodeToString(sum[:]), nil
 }
 
-// JWK is the key's public JWK with kid, alg and use "sig".
+// jwk is the key's public JWK with kid, alg and use "sig".
 func (k *Key) jwk() (jwk, error) {
 	j, err := publicJWK(k.Public)
 	if err != nil {

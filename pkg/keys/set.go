@@ -85,7 +85,7 @@ func (s *Set) Lookup(kid string) (*Key, bool) {
 }
 
 // JWKS is the RFC 7517 key set of the published keys (public parts, kid, alg,
-// use "sig"), and its strong ETag (quoted).
+// use "sig"), and its strong ETag (quoted). The body is shared: do not modify.
 func (s *Set) JWKS() (body []byte, etag string) {
 	snap := s.snap.Load()
 	return snap.jwks, snap.etag

@@ -36,6 +36,7 @@ type Options struct {
 	AllowedAudiences   stringList
 	DefaultClientID    string
 	ClockSkew          time.Duration
+	RevokedRetention   time.Duration
 
 	KeyAlgorithm      string
 	KeyRotationPeriod time.Duration
@@ -74,6 +75,7 @@ func DefaultOptions() Options {
 		Audience:               "rotor",
 		DefaultClientID:        "rotor",
 		ClockSkew:              2 * time.Minute,
+		RevokedRetention:       time.Hour,
 		KeyAlgorithm:           string(keys.ES256),
 		KeyRotationPeriod:      24 * time.Hour,
 		KeyPrepublish:          time.Hour,
@@ -106,6 +108,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var(&o.AllowedAudiences, "allowed-audiences", "Comma-separated audiences a client may request with the audience parameter.")
 	fs.StringVar(&o.DefaultClientID, "default-client-id", o.DefaultClientID, "client_id of requests that send none.")
 	fs.DurationVar(&o.ClockSkew, "clock-skew", o.ClockSkew, "Allowed clock skew when verifying tokens.")
+	fs.DurationVar(&o.RevokedRetention, "revoked-session-retention", o.RevokedRetention, "How long revoked sessions stay visible (kubectl get rt) before garbage collection deletes them.")
 	fs.StringVar(&o.KeyAlgorithm, "key-algorithm", o.KeyAlgorithm, "Algorithm of generated signing keys: ES256, EdDSA or RS256.")
 	fs.DurationVar(&o.KeyRotationPeriod, "key-rotation-period", o.KeyRotationPeriod, "How long a signing key signs before the next one takes over.")
 	fs.DurationVar(&o.KeyPrepublish, "key-prepublish", o.KeyPrepublish, "How long the next signing key is published before it signs; longer than --jwks-max-age.")
@@ -148,8 +151,8 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
 	}
-	if o.RefreshReuseGrace < 0 || o.ClockSkew < 0 {
-		errs = append(errs, errors.New("--refresh-reuse-grace and --clock-skew must not be negative"))
+	if o.RefreshReuseGrace < 0 || o.ClockSkew < 0 || o.RevokedRetention < 0 {
+		errs = append(errs, errors.New("--refresh-reuse-grace, --clock-skew and --revoked-session-retention must not be negative"))
 	}
 	if o.KeyPrepublish <= o.JWKSMaxAge {
 		errs = append(errs, errors.New("--key-prepublish must be longer than --jwks-max-age, or verifiers may see a kid they could not have fetched"))

@@ -156,6 +156,16 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 	if err := mgr.Add(evictor); err != nil {
 		return nil, err
 	}
+	if err := mgr.Add(&controllers.SessionCollector{
+		Metadata:         meta,
+		Reader:           mgr.GetAPIReader(),
+		Namespace:        o.Namespace,
+		Clock:            o.Clock,
+		RevokedRetention: o.RevokedRetention,
+		Log:              log.WithName("session-gc"),
+	}); err != nil {
+		return nil, err
+	}
 
 	iss := issuer.New(issuer.Config{
 		URL:              o.IssuerURL,

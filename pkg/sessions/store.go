@@ -26,10 +26,13 @@ import (
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 )
 
-// ExpiresAtAnnotation holds the time after which garbage collection may
-// delete the session (its effective expiry, or its revocation time), so a
-// metadata-only reader can find expired sessions without their specs.
-const ExpiresAtAnnotation = "identity.rotor.dev/expires-at"
+// Garbage collection reads sessions as metadata only, so every write puts
+// what it needs into annotations: the effective expiry (the earlier of the
+// sliding and the absolute one) and, once revoked, the revocation time.
+const (
+	ExpiresAtAnnotation = "identity.rotor.dev/expires-at"
+	RevokedAtAnnotation = "identity.rotor.dev/revoked-at"
+)
 
 // Event reasons on RefreshToken objects.
 const (
@@ -422,14 +425,14 @@ func isUnavailable(err error) bool {
 }
 
 func setExpiresAtAnnotation(rt *identityv1alpha1.RefreshToken) {
-	t := minTime(rt.Spec.ExpiresAt.Time, rt.Spec.AbsoluteExpiresAt.Time)
-	if rt.Spec.RevokedAt != nil {
-		t = rt.Spec.RevokedAt.Time
-	}
 	if rt.Annotations == nil {
 		rt.Annotations = map[string]string{}
 	}
+	t := minTime(rt.Spec.ExpiresAt.Time, rt.Spec.AbsoluteExpiresAt.Time)
 	rt.Annotations[ExpiresAtAnnotation] = t.UTC().Format(time.RFC3339)
+	if rt.Spec.RevokedAt != nil {
+		rt.Annotations[RevokedAtAnnotation] = rt.Spec.RevokedAt.UTC().Format(time.RFC3339)
+	}
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -1,0 +1,158 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/metadata"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/pkg/sessions"
+)
+
+// gcFixture is a session store and a collector sharing a fake clock.
+type gcFixture struct {
+	ns        string
+	clock     *clocktesting.FakeClock
+	store     *sessions.Store
+	collector *SessionCollector
+}
+
+func newGCFixture(t *testing.T, pageSize int64) *gcFixture {
+	t.Helper()
+	ns := env.Namespace(t)
+	clock := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+	store, err := sessions.NewStore(env.Client, sessions.Config{
+		Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 3 * time.Hour, CacheSize: 100, Clock: clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := metadata.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &gcFixture{ns: ns, clock: clock, store: store, collector: &SessionCollector{
+		Metadata: meta, Reader: env.Client, Namespace: ns, Clock: clock,
+		RevokedRetention: 30 * time.Minute, PageSize: pageSize, Log: zap.New(zap.UseDevMode(true)),
+	}}
+}
+
+func (f *gcFixture) start(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = f.collector.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func (f *gcFixture) login(t *testing.T, subject string) string {
+	t.Helper()
+	token, _, err := f.store.Create(context.Background(), sessions.Grant{
+		Subject: subject, ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token
+}
+
+func (f *gcFixture) names(g Gomega) []string {
+	list := &identityv1alpha1.RefreshTokenList{}
+	g.Expect(env.Client.List(context.Background(), list, client.InNamespace(f.ns))).To(Succeed())
+	var names []string
+	for _, s := range list.Items {
+		names = append(names, s.Spec.Subject)
+	}
+	return names
+}
+
+func TestSessionCollectorDeletesWhatHasEnded(t *testing.T) {
+	g := NewWithT(t)
+	f := newGCFixture(t, 500) // refresh TTL 1h, absolute 3h, revoked retention 30m
+	ctx := context.Background()
+	names := func(g Gomega) []string { return f.names(g) }
+
+	f.login(t, "idle")
+	active := f.login(t, "active")
+	g.Expect(f.store.Revoke(ctx, f.login(t, "revoked-early"))).To(Succeed())
+	revokedLater := f.login(t, "revoked-later")
+	f.start(t)
+	g.Consistently(names, "300ms").Should(HaveLen(4), "nothing is due yet")
+
+	f.clock.Step(31 * time.Minute) // t=31m: revoked-early is past its retention
+	g.Eventually(names, "10s").Should(ConsistOf("idle", "active", "revoked-later"))
+
+	active = refresh(t, f, active)
+	g.Expect(f.store.Revoke(ctx, revokedLater)).To(Succeed())
+	f.clock.Step(29*time.Minute + 30*time.Second) // t=60m30s: idle unused for an hour
+	g.Eventually(names, "10s").Should(ConsistOf("active", "revoked-later"))
+
+	f.clock.Step(time.Minute) // t=61m30s: revoked-later past its retention
+	g.Eventually(names, "10s").Should(ConsistOf("active"))
+
+	for range 2 { // refreshed every 50 minutes, the session stays (t=2h41m30s)...
+		active = refresh(t, f, active)
+		f.clock.Step(50 * time.Minute)
+		g.Consistently(names, "200ms").Should(ConsistOf("active"))
+	}
+	refresh(t, f, active)
+	f.clock.Step(10 * time.Minute)
+	g.Consistently(names, "200ms").Should(ConsistOf("active"))
+	f.clock.Step(10 * time.Minute) // ...until its absolute expiry at 3h, however recently used
+	g.Eventually(names, "10s").Should(BeEmpty())
+}
+
+func refresh(t *testing.T, f *gcFixture, token string) string {
+	t.Helper()
+	next, _, err := f.store.Rotate(context.Background(), token, "", nil)
+	if err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	return next
+}
+
+func TestSessionCollectorNeverDeletesASessionRefreshedMeanwhile(t *testing.T) {
+	g := NewWithT(t)
+	f := newGCFixture(t, 500)
+	token := f.login(t, "racer")
+	f.collector.index = map[string]gcEntry{}
+	_, err := f.collector.relist(context.Background())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(f.collector.index).To(HaveLen(1))
+	var seen gcItem
+	for name, e := range f.collector.index {
+		seen = gcItem{name, e}
+	}
+
+	// The collector decided on what it saw; the session is refreshed before
+	// its delete lands.
+	f.clock.Step(59 * time.Minute)
+	refresh(t, f, token)
+	f.clock.Step(2 * time.Minute)
+	g.Expect(f.collector.delete(context.Background(), seen, f.clock.Now())).To(BeTrue(), "a conflict is not an error to retry")
+	g.Expect(f.names(g)).To(ConsistOf("racer"), "the precondition kept the refreshed session")
+}
+
+func TestSessionCollectorClearsABacklogLargerThanAPage(t *testing.T) {
+	g := NewWithT(t)
+	f := newGCFixture(t, 10)
+	for i := range 35 {
+		f.login(t, fmt.Sprintf("user-%02d", i))
+	}
+	f.clock.Step(2 * time.Hour) // as if rotor had been stopped: all expired before it starts
+	f.login(t, "live")
+	f.start(t)
+	g.Eventually(func(g Gomega) []string { return f.names(g) }, "20s").Should(ConsistOf("live"))
+
+	meta, _ := metadata.NewForConfig(env.Config)
+	list, err := meta.Resource(sessions.GroupVersionResource).Namespace(f.ns).List(context.Background(), metav1.ListOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(list.Items).To(HaveLen(1))
+}
