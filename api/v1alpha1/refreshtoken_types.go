@@ -116,6 +116,7 @@ type RefreshTokenSpec struct {
 
 	// rotations counts the refreshes of this session.
 	// +optional
+	// +kubebuilder:default=0
 	// +kubebuilder:validation:Minimum=0
 	Rotations int64 `json:"rotations,omitempty"`
 

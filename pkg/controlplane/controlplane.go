@@ -122,3 +122,15 @@ func moduleRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// ServiceAccountSigningKeyFile is the PEM key kube-apiserver signs
+// ServiceAccount tokens with, so tests can mint tokens the TokenRequest API
+// will not (an expired one, say).
+func (c *ControlPlane) ServiceAccountSigningKeyFile() string {
+	return filepath.Join(c.env.ControlPlane.APIServer.CertDir, "sa-signer.key")
+}
+
+// ServiceAccountIssuer is the iss of the ServiceAccount tokens it issues.
+func (c *ControlPlane) ServiceAccountIssuer() string {
+	return c.env.ControlPlane.APIServer.SecureServing.URL("https", "/").String()
+}

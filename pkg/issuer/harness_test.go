@@ -225,3 +225,7 @@ func sessionName(refreshToken string) string {
 	name, _, _ := strings.Cut(refreshToken, ".")
 	return name
 }
+
+func keyOf(ns, name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

@@ -15,6 +15,7 @@ import (
 	"rotor.dev/rotor/pkg/keys"
 	"rotor.dev/rotor/pkg/sessions"
 	"rotor.dev/rotor/pkg/tokens"
+	"rotor.dev/rotor/pkg/workload"
 )
 
 // Config is the issuer's behaviour.
@@ -33,6 +34,16 @@ type Config struct {
 	// JWKSMaxAge is the Cache-Control max-age of the JWKS; it must be
 	// shorter than the key pre-publication period.
 	JWKSMaxAge time.Duration
+	// ExchangePolicy says which ServiceAccounts may exchange their tokens
+	// (RFC 8693); empty disables the grant.
+	ExchangePolicy workload.Policy
+	// IntrospectionPolicy says which ServiceAccounts may call /introspect.
+	IntrospectionPolicy workload.Policy
+}
+
+// Reviewer authenticates ServiceAccount tokens.
+type Reviewer interface {
+	Review(ctx context.Context, token string) (workload.Identity, error)
 }
 
 // Accounts authenticates password logins.
@@ -49,21 +60,41 @@ type Issuer struct {
 	verifier *tokens.Verifier
 	sessions *sessions.Store
 	accounts Accounts
-	log      logr.Logger
+	// exchange reviews subject tokens; introspectors authenticates callers
+	// of /introspect (cached).
+	exchange      Reviewer
+	introspectors Reviewer
+	log           logr.Logger
+}
+
+// Deps are what the handlers call.
+type Deps struct {
+	Keys     *keys.Set
+	Minter   *tokens.Minter
+	Verifier *tokens.Verifier
+	Sessions *sessions.Store
+	Accounts Accounts
+	// Exchange reviews subject tokens of the token-exchange grant.
+	Exchange Reviewer
+	// Introspectors authenticates callers of /introspect; cache it.
+	Introspectors Reviewer
+	Log           logr.Logger
 }
 
 // New returns an Issuer.
-func New(cfg Config, set *keys.Set, minter *tokens.Minter, verifier *tokens.Verifier, store *sessions.Store, accts Accounts, log logr.Logger) *Issuer {
-	return &Issuer{cfg: cfg, keys: set, minter: minter, verifier: verifier, sessions: store, accounts: accts, log: log}
+func New(cfg Config, d Deps) *Issuer {
+	return &Issuer{cfg: cfg, keys: d.Keys, minter: d.Minter, verifier: d.Verifier, sessions: d.Sessions,
+		accounts: d.Accounts, exchange: d.Exchange, introspectors: d.Introspectors, log: d.Log}
 }
 
 // Paths of the endpoints, relative to the issuer URL.
 const (
-	PathDiscovery = "/.well-known/openid-configuration"
-	PathJWKS      = "/keys"
-	PathToken     = "/token"
-	PathRevoke    = "/revoke"
-	PathUserinfo  = "/userinfo"
+	PathDiscovery  = "/.well-known/openid-configuration"
+	PathJWKS       = "/keys"
+	PathToken      = "/token"
+	PathRevoke     = "/revoke"
+	PathUserinfo   = "/userinfo"
+	PathIntrospect = "/introspect"
 )
 
 // Handler routes the endpoints.
@@ -74,5 +105,6 @@ func (i *Issuer) Handler() http.Handler {
 	mux.Handle(PathToken, instrument("token", http.HandlerFunc(i.token)))
 	mux.Handle(PathRevoke, instrument("revoke", http.HandlerFunc(i.revoke)))
 	mux.Handle(PathUserinfo, instrument("userinfo", http.HandlerFunc(i.userinfo)))
+	mux.Handle(PathIntrospect, instrument("introspect", http.HandlerFunc(i.introspect)))
 	return mux
 }

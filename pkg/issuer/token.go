@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -11,12 +12,19 @@ import (
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/sessions"
 	"rotor.dev/rotor/pkg/tokens"
+	"rotor.dev/rotor/pkg/workload"
 )
 
-// Grant types (RFC 6749 sections 4.3 and 6).
+// Grant types (RFC 6749 sections 4.3 and 6, RFC 8693).
 const (
-	GrantPassword     = "password"
-	GrantRefreshToken = "refresh_token"
+	GrantPassword      = "password"
+	GrantRefreshToken  = "refresh_token"
+	GrantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+	// TokenTypeJWT is the subject_token_type of a Kubernetes ServiceAccount token.
+	TokenTypeJWT = "urn:ietf:params:oauth:token-type:jwt"
+	// TokenTypeAccessToken is the issued_token_type of an exchange.
+	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
 )
 
 // tokenResponse is RFC 6749 section 5.1.
@@ -25,6 +33,8 @@ type tokenResponse struct {
 	TokenType    string `json:"token_type"`
 	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token,omitempty"`
+	// IssuedTokenType is set for token exchange (RFC 8693 section 2.2.1).
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
 }
 
 // token is POST /token.
@@ -47,6 +57,12 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		resp, oerr = i.passwordGrant(r, f)
 	case GrantRefreshToken:
 		resp, oerr = i.refreshGrant(r, f)
+	case GrantTokenExchange:
+		if len(i.cfg.ExchangePolicy) == 0 {
+			oerr = newError(http.StatusBadRequest, errUnsupportedGrantType, "token exchange is disabled")
+			break
+		}
+		resp, oerr = i.exchangeGrant(r, f)
 	default:
 		oerr = newError(http.StatusBadRequest, errUnsupportedGrantType, "unsupported grant_type")
 	}
@@ -55,7 +71,7 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, oerr)
 		return
 	}
-	tokensIssued.WithLabelValues(grant).Inc()
+	tokensIssued.WithLabelValues(grantLabel(grant)).Inc()
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -108,10 +124,8 @@ func (i *Issuer) refreshGrant(r *http.Request, f form) (*tokenResponse, *oauthEr
 	// The access token is minted from the session before the rotation is
 	// written, so a stored rotation always comes with tokens to hand out.
 	prepare := func(s *v1alpha1.RefreshTokenSpec) error {
-		if s.Method == v1alpha1.AuthMethodPassword {
-			if acct, ok := i.accounts.Lookup(s.Subject); !ok || acct.Disabled {
-				return sessions.Refused(sessions.ReasonNotAllowed)
-			}
+		if !i.stillAllowed(s) {
+			return sessions.Refused(sessions.ReasonNotAllowed)
 		}
 		var err error
 		access, _, err = i.minter.Mint(tokens.Subject{Subject: s.Subject, ClientID: s.ClientID, Audience: s.Audience, Groups: s.Groups})
@@ -127,6 +141,72 @@ func (i *Issuer) refreshGrant(r *http.Request, f form) (*tokenResponse, *oauthEr
 		return nil, i.internal(r, "rotating session", err)
 	}
 	return i.response(access, refresh), nil
+}
+
+// stillAllowed re-checks at refresh time what login checked: the account
+// exists and is enabled, or the ServiceAccount is still allowed to exchange.
+func (i *Issuer) stillAllowed(s *v1alpha1.RefreshTokenSpec) bool {
+	switch s.Method {
+	case v1alpha1.AuthMethodPassword:
+		acct, ok := i.accounts.Lookup(s.Subject)
+		return ok && !acct.Disabled
+	case v1alpha1.AuthMethodServiceAccount:
+		ns, name, ok := workload.SubjectFromUsername(s.Subject)
+		return ok && i.cfg.ExchangePolicy.Allows(ns, name)
+	}
+	return false
+}
+
+// exchangeGrant is RFC 8693 token exchange of a Kubernetes ServiceAccount
+// token, validated by the TokenReview API for rotor's audience.
+func (i *Issuer) exchangeGrant(r *http.Request, f form) (*tokenResponse, *oauthError) {
+	subjectToken, oerr := f.require("subject_token")
+	if oerr != nil {
+		return nil, oerr
+	}
+	typ, oerr := f.require("subject_token_type")
+	if oerr != nil {
+		return nil, oerr
+	}
+	if typ != TokenTypeJWT {
+		return nil, newError(http.StatusBadRequest, errInvalidRequest, "subject_token_type must be "+TokenTypeJWT)
+	}
+	if f.get("actor_token") != "" {
+		return nil, newError(http.StatusBadRequest, errInvalidRequest, "delegation (actor_token) is not supported")
+	}
+	if rt := f.get("requested_token_type"); rt != "" && rt != TokenTypeAccessToken {
+		return nil, newError(http.StatusBadRequest, errInvalidRequest, "requested_token_type must be "+TokenTypeAccessToken)
+	}
+	aud, oerr := i.audience(f)
+	if oerr != nil {
+		return nil, oerr
+	}
+	id, err := i.exchange.Review(r.Context(), subjectToken)
+	switch {
+	case errors.Is(err, workload.ErrNotAuthenticated):
+		return nil, newError(http.StatusBadRequest, errInvalidGrant, "the subject token is not a valid ServiceAccount token for this issuer")
+	case errors.Is(err, workload.ErrUnavailable):
+		return nil, i.internal(r, "reviewing subject token", fmt.Errorf("%w: %w", sessions.ErrUnavailable, err))
+	case err != nil:
+		return nil, i.internal(r, "reviewing subject token", err)
+	}
+	if !i.cfg.ExchangePolicy.Allows(id.Namespace, id.Name) {
+		return nil, newError(http.StatusBadRequest, errUnauthorizedClient, "this ServiceAccount may not exchange its token")
+	}
+	clientID := i.clientID(f)
+	access, _, err := i.minter.Mint(tokens.Subject{Subject: id.Username, ClientID: clientID, Audience: aud, Groups: id.Groups})
+	if err != nil {
+		return nil, i.internal(r, "minting access token", err)
+	}
+	refresh, _, err := i.sessions.Create(r.Context(), sessions.Grant{
+		Subject: id.Username, Groups: id.Groups, ClientID: clientID, Audience: aud, Method: v1alpha1.AuthMethodServiceAccount,
+	})
+	if err != nil {
+		return nil, i.internal(r, "creating session", err)
+	}
+	resp := i.response(access, refresh)
+	resp.IssuedTokenType = TokenTypeAccessToken
+	return resp, nil
 }
 
 func (i *Issuer) response(access string, refresh string) *tokenResponse {
@@ -185,6 +265,8 @@ func grantLabel(g string) string {
 	switch g {
 	case GrantPassword, GrantRefreshToken:
 		return g
+	case GrantTokenExchange:
+		return "token_exchange"
 	case "":
 		return "none"
 	}

@@ -36,6 +36,10 @@ func Dev(ctx context.Context, o Options, d DevOptions, log logr.Logger, out io.W
 	o.IssuerURL = "http://" + d.Addr
 	o.ListenAddress = d.Addr
 	o.InsecureHTTP = true
+	if len(o.TokenExchangeAllow) == 0 {
+		// The demo lets workloads of the default namespace exchange tokens.
+		o.TokenExchangeAllow = stringList{"default/*"}
+	}
 	if d.DemoPassword == "" {
 		var b [12]byte
 		_, _ = rand.Read(b[:])
@@ -84,7 +88,7 @@ func Dev(ctx context.Context, o Options, d DevOptions, log logr.Logger, out io.W
 	}
 	if err := instructions.Execute(out, map[string]any{
 		"URL": o.IssuerURL, "Kubeconfig": kubeconfigPath, "User": d.DemoUser, "Password": d.DemoPassword,
-		"Namespace": o.Namespace, "Audience": o.Audience,
+		"Namespace": o.Namespace, "Audience": o.Audience, "SAAudience": o.ServiceAccountAudience,
 	}); err != nil {
 		return err
 	}
@@ -124,6 +128,15 @@ Call the userinfo API with the access token (401 with WWW-Authenticate once it e
 
 Refresh: a new access token AND a new refresh token; the old refresh token never works again:
   curl -s {{.URL}}/token -d grant_type=refresh_token -d refresh_token="$(sed -E 's/.*"refresh_token":"([^"]+)".*/\1/' /tmp/rotor-login.json)"
+
+Exchange a workload's ServiceAccount token (RFC 8693; allowed here for default/*):
+  kubectl --kubeconfig {{.Kubeconfig}} -n default create serviceaccount demo-workload
+  curl -s {{.URL}}/token -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+    -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \
+    -d subject_token="$(kubectl --kubeconfig {{.Kubeconfig}} -n default create token demo-workload --audience {{.SAAudience}})"
+
+Introspect a token (RFC 7662), authenticated as a ServiceAccount:
+  curl -s {{.URL}}/introspect -H "Authorization: Bearer $(kubectl --kubeconfig {{.Kubeconfig}} -n default create token demo-workload --audience {{.SAAudience}})" -d token=<token>
 
 Revoke a session:
   curl -s {{.URL}}/revoke -d token=<refresh_token>

@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"rotor.dev/rotor/pkg/keys"
+	"rotor.dev/rotor/pkg/workload"
 )
 
 // Options are the flags shared by `rotor serve` and `rotor dev`.
@@ -42,6 +43,10 @@ type Options struct {
 	KeyRotationPeriod time.Duration
 	KeyPrepublish     time.Duration
 	JWKSMaxAge        time.Duration
+
+	ServiceAccountAudience string
+	TokenExchangeAllow     stringList
+	IntrospectionAllow     stringList
 
 	LoginFailuresPerMinute float64
 	LoginFailureBurst      int
@@ -80,6 +85,8 @@ func DefaultOptions() Options {
 		KeyRotationPeriod:      24 * time.Hour,
 		KeyPrepublish:          time.Hour,
 		JWKSMaxAge:             15 * time.Minute,
+		ServiceAccountAudience: "rotor",
+		IntrospectionAllow:     stringList{"*/*"},
 		LoginFailuresPerMinute: 6,
 		LoginFailureBurst:      10,
 		APIQPS:                 500,
@@ -113,6 +120,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.KeyRotationPeriod, "key-rotation-period", o.KeyRotationPeriod, "How long a signing key signs before the next one takes over.")
 	fs.DurationVar(&o.KeyPrepublish, "key-prepublish", o.KeyPrepublish, "How long the next signing key is published before it signs; longer than --jwks-max-age.")
 	fs.DurationVar(&o.JWKSMaxAge, "jwks-max-age", o.JWKSMaxAge, "Cache-Control max-age of the JWKS.")
+	fs.StringVar(&o.ServiceAccountAudience, "serviceaccount-audience", o.ServiceAccountAudience, "Audience ServiceAccount tokens must be minted for (kubectl create token SA --audience ...) to be exchanged or to call /introspect.")
+	fs.Var(&o.TokenExchangeAllow, "token-exchange-allow", "Comma-separated <namespace>/<serviceaccount> patterns (path.Match, e.g. team-a/*) allowed to exchange their ServiceAccount token (RFC 8693). Empty disables token exchange.")
+	fs.Var(&o.IntrospectionAllow, "introspection-allow", "Comma-separated <namespace>/<serviceaccount> patterns allowed to call /introspect with their ServiceAccount token.")
 	fs.Float64Var(&o.LoginFailuresPerMinute, "login-failures-per-minute", o.LoginFailuresPerMinute, "Failed logins allowed per minute, per username and per client address, after the burst.")
 	fs.IntVar(&o.LoginFailureBurst, "login-failure-burst", o.LoginFailureBurst, "Failed logins allowed in a burst, per username and per client address.")
 	fs.Float64Var(&o.APIQPS, "api-qps", o.APIQPS, "Queries per second of the issuer's session client to the API server.")
@@ -159,6 +169,15 @@ func (o *Options) Validate() error {
 	}
 	if o.KeyPrepublish >= o.KeyRotationPeriod {
 		errs = append(errs, errors.New("--key-prepublish must be shorter than --key-rotation-period"))
+	}
+	if _, err := workload.ParsePolicy(o.TokenExchangeAllow); err != nil {
+		errs = append(errs, fmt.Errorf("--token-exchange-allow: %w", err))
+	}
+	if _, err := workload.ParsePolicy(o.IntrospectionAllow); err != nil {
+		errs = append(errs, fmt.Errorf("--introspection-allow: %w", err))
+	}
+	if o.ServiceAccountAudience == "" {
+		errs = append(errs, errors.New("--serviceaccount-audience must not be empty"))
 	}
 	if o.SessionCacheSize <= 0 {
 		errs = append(errs, errors.New("--session-cache-size must be positive"))

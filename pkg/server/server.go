@@ -32,6 +32,7 @@ import (
 	"rotor.dev/rotor/pkg/keys"
 	"rotor.dev/rotor/pkg/sessions"
 	"rotor.dev/rotor/pkg/tokens"
+	"rotor.dev/rotor/pkg/workload"
 )
 
 // Scheme knows the built-in kinds and rotor's.
@@ -167,17 +168,31 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		return nil, err
 	}
 
+	reviewer := &workload.Reviewer{Client: sessionClient, Audience: o.ServiceAccountAudience}
+	// Callers of /introspect present the same token again and again.
+	callers, err := workload.NewCachedReviewer(reviewer, time.Minute, 1024, o.Clock)
+	if err != nil {
+		return nil, err
+	}
 	iss := issuer.New(issuer.Config{
-		URL:              o.IssuerURL,
-		Audience:         o.Audience,
-		AllowedAudiences: o.AllowedAudiences,
-		DefaultClientID:  o.DefaultClientID,
-		PasswordGrant:    o.PasswordGrant,
-		JWKSMaxAge:       o.JWKSMaxAge,
-	}, set,
-		&tokens.Minter{Issuer: o.IssuerURL, TTL: o.AccessTokenTTL, Keys: set, Clock: o.Clock},
-		&tokens.Verifier{Issuer: o.IssuerURL, Audience: o.Audience, Keys: set, Leeway: o.ClockSkew, Clock: o.Clock},
-		store, accts, log.WithName("issuer"))
+		URL:                 o.IssuerURL,
+		Audience:            o.Audience,
+		AllowedAudiences:    o.AllowedAudiences,
+		DefaultClientID:     o.DefaultClientID,
+		PasswordGrant:       o.PasswordGrant,
+		JWKSMaxAge:          o.JWKSMaxAge,
+		ExchangePolicy:      workload.Policy(o.TokenExchangeAllow),
+		IntrospectionPolicy: workload.Policy(o.IntrospectionAllow),
+	}, issuer.Deps{
+		Keys:          set,
+		Minter:        &tokens.Minter{Issuer: o.IssuerURL, TTL: o.AccessTokenTTL, Keys: set, Clock: o.Clock},
+		Verifier:      &tokens.Verifier{Issuer: o.IssuerURL, Audience: o.Audience, Keys: set, Leeway: o.ClockSkew, Clock: o.Clock},
+		Sessions:      store,
+		Accounts:      accts,
+		Exchange:      reviewer,
+		Introspectors: callers,
+		Log:           log.WithName("issuer"),
+	})
 
 	for name, check := range map[string]healthz.Checker{
 		"signing-keys": set.ReadyCheck,

@@ -1,0 +1,421 @@
+package charts_test
+
+import (
+	"bytes"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
+
+	"rotor.dev/rotor/config/crd"
+	"rotor.dev/rotor/pkg/server"
+)
+
+// The values files the tests render besides the defaults.
+var variants = map[string][]string{
+	"default":  nil,
+	"full":     {"-f", "testdata/values-full.yaml"},
+	"insecure": {"-f", "testdata/values-insecure.yaml"},
+}
+
+func variantArgs(t testing.TB, name string) []string {
+	var args []string
+	for _, a := range variants[name] {
+		if strings.HasPrefix(a, "testdata/") {
+			a = testdata(t, strings.TrimPrefix(a, "testdata/"))
+		}
+		args = append(args, a)
+	}
+	return args
+}
+
+func fromUnstructured[T any](t testing.TB, u *unstructured.Unstructured) *T {
+	t.Helper()
+	out := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, out, true); err != nil {
+		t.Fatalf("decoding %s %s: %v", u.GetKind(), u.GetName(), err)
+	}
+	return out
+}
+
+func TestChartLintStrict(t *testing.T) {
+	for _, name := range []string{"default", "full", "insecure"} {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			args := append([]string{"lint", "--strict", chartDir(t), "--kube-version", kubeVersion(t)}, variantArgs(t, name)...)
+			out, _, err := run(t, nil, helmBin(t), args...)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(out).To(ContainSubstring("1 chart(s) linted, 0 chart(s) failed"))
+		})
+	}
+	t.Run("fails on a bad value", func(t *testing.T) {
+		g := NewWithT(t)
+		out, _, err := run(t, nil, helmBin(t), "lint", "--strict", chartDir(t), "--set", "replicaCont=3")
+		g.Expect(err).To(HaveOccurred())
+		g.Expect(out).To(ContainSubstring("1 chart(s) failed"))
+	})
+}
+
+func TestChartSchemaRejectsTyposAndBadTypes(t *testing.T) {
+	cases := []struct {
+		set, want string
+	}{
+		{"replicaCont=3", "at '': additional properties 'replicaCont' not allowed"},
+		{"tokens.acessTokenTTL=1m", "at '/tokens': additional properties 'acessTokenTTL' not allowed"},
+		{"tls.certManager.issuerRef.nmae=x", "at '/tls/certManager/issuerRef': additional properties 'nmae' not allowed"},
+		{"replicaCount=two", "at '/replicaCount': got string, want integer"},
+		{"passwordGrant.enabled=yes", "at '/passwordGrant/enabled': got string, want boolean"},
+		{"tokens.accessTokenTTL=20min", "at '/tokens/accessTokenTTL': '20min' does not match pattern"},
+		{"signingKeys.algorithm=HS256", "at '/signingKeys/algorithm': value must be one of 'ES256', 'EdDSA', 'RS256'"},
+		{"issuer.url=https://auth.example.com/", "at '/issuer/url': 'https://auth.example.com/' does not match pattern"},
+		{"service.port=70000", "at '/service/port'"},
+		{"log.level=verbose", "at '/log/level'"},
+	}
+	for _, c := range cases {
+		t.Run(c.set, func(t *testing.T) {
+			g := NewWithT(t)
+			_, err := helmTemplate(t, "rotor-system", "--set", c.set)
+			g.Expect(err).To(MatchError(ContainSubstring("values don't meet the specifications of the schema")))
+			g.Expect(err).To(MatchError(ContainSubstring(c.want)))
+		})
+	}
+
+	// Contradictions the schema cannot express fail in the templates.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--set", "issuer.url=http://auth.example.com"}, "is plain http but tls.insecureHTTP is false"},
+		{[]string{"--set", "ingress.enabled=true"}, "ingress.enabled needs issuer.url"},
+		{[]string{"--set", "tls.certManager.enabled=true"}, "tls.certManager.issuerRef.name is required"},
+		{[]string{"--set", "tls.certManager.enabled=true,tls.certManager.issuerRef.name=ca,tls.insecureHTTP=true"}, "contradict each other"},
+		{[]string{"--set", "serviceAccount.create=false"}, "serviceAccount.name is required"},
+	} {
+		t.Run(strings.Join(c.args[1:], " "), func(t *testing.T) {
+			g := NewWithT(t)
+			_, err := helmTemplate(t, "rotor-system", c.args...)
+			g.Expect(err).To(MatchError(ContainSubstring(c.want)))
+		})
+	}
+}
+
+// normalizeRules sorts rules and their lists, so that two rule sets granting
+// the same permissions compare equal.
+func normalizeRules(rules []rbacv1.PolicyRule) []rbacv1.PolicyRule {
+	out := make([]rbacv1.PolicyRule, 0, len(rules))
+	for _, r := range rules {
+		r = *r.DeepCopy()
+		for _, l := range [][]string{r.APIGroups, r.Resources, r.Verbs, r.ResourceNames, r.NonResourceURLs} {
+			sort.Strings(l)
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return strings.Join(out[i].APIGroups, ",")+"/"+strings.Join(out[i].Resources, ",") <
+			strings.Join(out[j].APIGroups, ",")+"/"+strings.Join(out[j].Resources, ",")
+	})
+	return out
+}
+
+func TestChartRoleMatchesGeneratedRole(t *testing.T) {
+	g := NewWithT(t)
+	data, err := os.ReadFile(filepath.Join(root(t), "config", "rbac", "role.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	generated := &rbacv1.Role{}
+	g.Expect(yaml.UnmarshalStrict(data, generated)).To(Succeed())
+	g.Expect(generated.Rules).NotTo(BeEmpty())
+
+	objs := mustRender(t, "auth")
+	role := fromUnstructured[rbacv1.Role](t, only(t, objs, "Role"))
+	g.Expect(role.Namespace).To(Equal("auth"))
+	g.Expect(normalizeRules(role.Rules)).To(Equal(normalizeRules(generated.Rules)),
+		"charts/rotor/templates/rbac.yaml's Role rules differ from config/rbac/role.yaml (generated from the +kubebuilder:rbac markers): update the chart")
+
+	binding := fromUnstructured[rbacv1.RoleBinding](t, only(t, objs, "RoleBinding"))
+	g.Expect(binding.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}))
+	g.Expect(binding.Subjects).To(Equal([]rbacv1.Subject{{Kind: "ServiceAccount", Name: "rotor", Namespace: "auth"}}))
+	g.Expect(only(t, objs, "ServiceAccount").GetName()).To(Equal("rotor"))
+	g.Expect(ofKind(objs, "ClusterRole")).To(BeEmpty(), "nothing cluster-wide without exchange.enabled")
+	g.Expect(ofKind(objs, "ClusterRoleBinding")).To(BeEmpty())
+
+	// With exchange: exactly create on tokenreviews, bound to the same ServiceAccount.
+	exchange := mustRender(t, "auth", "--set", "exchange.enabled=true")
+	cr := fromUnstructured[rbacv1.ClusterRole](t, only(t, exchange, "ClusterRole"))
+	g.Expect(cr.Rules).To(Equal([]rbacv1.PolicyRule{{
+		APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"},
+	}}))
+	crb := fromUnstructured[rbacv1.ClusterRoleBinding](t, only(t, exchange, "ClusterRoleBinding"))
+	g.Expect(crb.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}))
+	g.Expect(crb.Subjects).To(Equal([]rbacv1.Subject{{Kind: "ServiceAccount", Name: "rotor", Namespace: "auth"}}))
+	g.Expect(cr.Name).To(Equal("auth-rotor-tokenreviews"), "ClusterRole names must not collide between releases")
+
+	// No wildcard in any rule of any variant.
+	for _, name := range []string{"default", "full", "insecure"} {
+		for _, o := range mustRender(t, "auth", variantArgs(t, name)...) {
+			if o.GetKind() != "Role" && o.GetKind() != "ClusterRole" {
+				continue
+			}
+			for _, r := range fromUnstructured[rbacv1.ClusterRole](t, o).Rules {
+				for _, l := range [][]string{r.APIGroups, r.Resources, r.Verbs} {
+					g.Expect(l).NotTo(ContainElement("*"), "%s %s in %s", o.GetKind(), o.GetName(), name)
+				}
+			}
+		}
+	}
+}
+
+func TestChartCRDsMatchGenerated(t *testing.T) {
+	g := NewWithT(t)
+	bases := filepath.Join(root(t), "config", "crd", "bases")
+	copies := filepath.Join(chartDir(t), "files", "crds")
+	names := func(dir string) []string {
+		entries, err := os.ReadDir(dir)
+		g.Expect(err).NotTo(HaveOccurred())
+		var ns []string
+		for _, e := range entries {
+			ns = append(ns, e.Name())
+		}
+		return ns
+	}
+	g.Expect(names(copies)).To(Equal(names(bases)), "charts/rotor/files/crds is stale: run 'make chart-crds'")
+	for _, n := range names(bases) {
+		want, err := os.ReadFile(filepath.Join(bases, n))
+		g.Expect(err).NotTo(HaveOccurred())
+		got, err := os.ReadFile(filepath.Join(copies, n))
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(bytes.Equal(got, want)).To(BeTrue(), "charts/rotor/files/crds/%s differs from config/crd/bases: run 'make chart-crds'", n)
+	}
+
+	// The rendered CRDs are the generated ones, plus labels and the keep policy.
+	generated, err := crd.Definitions()
+	g.Expect(err).NotTo(HaveOccurred())
+	rendered := ofKind(mustRender(t, "auth"), "CustomResourceDefinition")
+	g.Expect(rendered).To(HaveLen(len(generated)))
+	for i, gen := range generated {
+		got := fromUnstructured[apiextensionsv1.CustomResourceDefinition](t, rendered[i])
+		g.Expect(got.Name).To(Equal(gen.Name))
+		g.Expect(got.Spec).To(Equal(gen.Spec), "rendered CRD %s differs from config/crd/bases", gen.Name)
+		for k, v := range gen.Annotations {
+			g.Expect(got.Annotations).To(HaveKeyWithValue(k, v))
+		}
+		g.Expect(got.Annotations).To(HaveKeyWithValue("helm.sh/resource-policy", "keep"))
+		g.Expect(got.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "Helm"))
+	}
+
+	notKept := ofKind(mustRender(t, "auth", "--set", "crds.keep=false"), "CustomResourceDefinition")
+	g.Expect(notKept).To(HaveLen(len(generated)))
+	g.Expect(notKept[0].GetAnnotations()).NotTo(HaveKey("helm.sh/resource-policy"))
+	g.Expect(ofKind(mustRender(t, "auth", "--set", "crds.enabled=false"), "CustomResourceDefinition")).To(BeEmpty())
+}
+
+// serveFlags is `rotor serve`'s flag set, as main.go builds it.
+func serveFlags() (*flag.FlagSet, *server.Options) {
+	fs := flag.NewFlagSet("rotor serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o := server.DefaultOptions()
+	o.AddFlags(fs)
+	zo := zap.Options{}
+	zo.BindFlags(fs)
+	return fs, &o
+}
+
+// flagsNotFromValues are `rotor serve` flags the chart deliberately never sets.
+var flagsNotFromValues = map[string]string{
+	"zap-devel": "development logging defaults; the chart sets each zap flag explicitly",
+}
+
+// parseServeArgs parses a container's args with rotor's own flag set.
+func parseServeArgs(t testing.TB, args []string, namespace string) (*server.Options, map[string]bool) {
+	t.Helper()
+	if len(args) == 0 || args[0] != "serve" {
+		t.Fatalf("container args must start with serve: %q", args)
+	}
+	fs, o := serveFlags()
+	var expanded []string
+	for _, a := range args[1:] {
+		expanded = append(expanded, strings.ReplaceAll(a, "$(POD_NAMESPACE)", namespace))
+	}
+	if err := fs.Parse(expanded); err != nil {
+		t.Fatalf("rotor serve rejects the chart's args %q: %v", expanded, err)
+	}
+	if fs.NArg() != 0 {
+		t.Fatalf("stray arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return o, set
+}
+
+func rotorContainer(t testing.TB, d *appsv1.Deployment) corev1.Container {
+	t.Helper()
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == "rotor" {
+			return c
+		}
+	}
+	t.Fatalf("no rotor container in %s", d.Name)
+	return corev1.Container{}
+}
+
+func TestChartSetsEveryRotorServeFlag(t *testing.T) {
+	g := NewWithT(t)
+	fs, _ := serveFlags()
+	all := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { all[f.Name] = true })
+	g.Expect(all).To(HaveKey("issuer-url"))
+
+	setAnywhere := map[string]bool{}
+	opts := map[string]*server.Options{}
+	for _, name := range []string{"default", "full", "insecure"} {
+		d := fromUnstructured[appsv1.Deployment](t, only(t, mustRender(t, "auth", variantArgs(t, name)...), "Deployment"))
+		o, set := parseServeArgs(t, rotorContainer(t, d).Args, "auth")
+		g.Expect(o.Validate()).To(Succeed(), "rotor rejects the %s values", name)
+		for f := range set {
+			setAnywhere[f] = true
+		}
+		opts[name] = o
+	}
+	var missing []string
+	for f := range all {
+		if !setAnywhere[f] && flagsNotFromValues[f] == "" {
+			missing = append(missing, f)
+		}
+	}
+	slices.Sort(missing)
+	g.Expect(missing).To(BeEmpty(), "rotor serve flags that no chart value sets: add them to values.yaml, values.schema.json and deployment.yaml")
+
+	// The chart's defaults are rotor's defaults.
+	want := server.DefaultOptions()
+	want.Namespace = "auth"
+	want.IssuerURL = "https://rotor.auth.svc"
+	want.TLSCertFile, want.TLSKeyFile = "/etc/rotor/tls/tls.crt", "/etc/rotor/tls/tls.key"
+	g.Expect(*opts["default"]).To(Equal(want))
+
+	// Every non-default value reaches its flag.
+	full := *opts["full"]
+	g.Expect(full.IssuerURL).To(Equal("https://auth.example.com"))
+	g.Expect(full.ListenAddress).To(Equal(":9443"))
+	g.Expect(full.AccessTokenTTL).To(Equal(10 * time.Minute))
+	g.Expect(full.RefreshTokenTTL).To(Equal(72 * time.Hour))
+	g.Expect(full.SessionMaxLifetime).To(Equal(240 * time.Hour))
+	g.Expect(full.RefreshReuseGrace).To(Equal(time.Duration(0)))
+	g.Expect(full.Audience).To(Equal("api.example.com"))
+	g.Expect([]string(full.AllowedAudiences)).To(Equal([]string{"billing", "reports"}))
+	g.Expect(full.DefaultClientID).To(Equal("cli"))
+	g.Expect(full.ClockSkew).To(Equal(30 * time.Second))
+	g.Expect(full.SessionCacheSize).To(Equal(50000))
+	g.Expect(full.PasswordGrant).To(BeFalse())
+	g.Expect(full.LoginFailuresPerMinute).To(Equal(2.5))
+	g.Expect(full.LoginFailureBurst).To(Equal(5))
+	g.Expect(full.KeyAlgorithm).To(Equal("RS256"))
+	g.Expect(full.KeyRotationPeriod).To(Equal(12 * time.Hour))
+	g.Expect(full.KeyPrepublish).To(Equal(2 * time.Hour))
+	g.Expect(full.JWKSMaxAge).To(Equal(5 * time.Minute))
+	g.Expect(full.APIQPS).To(Equal(100.5))
+	g.Expect(full.APIBurst).To(Equal(200))
+	g.Expect(full.ProbeAddress).To(Equal(":9081"))
+	g.Expect(full.MetricsAddress).To(Equal(":9091"))
+
+	insecure := *opts["insecure"]
+	g.Expect(insecure.InsecureHTTP).To(BeTrue())
+	g.Expect(insecure.IssuerURL).To(Equal("http://rotor.auth.svc"))
+	g.Expect(insecure.TLSCertFile).To(BeEmpty())
+	g.Expect(insecure.MetricsAddress).To(Equal("0"))
+
+	// The kustomize Deployment passes rotor's flag parsing and validation too.
+	out, _, err := run(t, nil, kubectlBin(t), "kustomize", filepath.Join(root(t), "config", "default"))
+	g.Expect(err).NotTo(HaveOccurred())
+	objs, err := decodeAll(out)
+	g.Expect(err).NotTo(HaveOccurred())
+	kd := fromUnstructured[appsv1.Deployment](t, only(t, objs, "Deployment"))
+	ko, _ := parseServeArgs(t, rotorContainer(t, kd).Args, "rotor-system")
+	g.Expect(ko.Validate()).To(Succeed())
+	g.Expect(ko.IssuerURL).To(Equal("https://rotor.rotor-system.svc"))
+}
+
+func TestChartDeploymentIsHardenedAndHighlyAvailable(t *testing.T) {
+	g := NewWithT(t)
+	objs := mustRender(t, "auth")
+	d := fromUnstructured[appsv1.Deployment](t, only(t, objs, "Deployment"))
+	selector := map[string]string{"app.kubernetes.io/name": "rotor", "app.kubernetes.io/instance": "rotor"}
+
+	g.Expect(*d.Spec.Replicas).To(Equal(int32(2)))
+	g.Expect(d.Spec.Selector.MatchLabels).To(Equal(selector))
+	pod := d.Spec.Template.Spec
+	g.Expect(d.Spec.Template.Labels).To(HaveKeyWithValue("app.kubernetes.io/name", "rotor"))
+	g.Expect(pod.ServiceAccountName).To(Equal("rotor"))
+	g.Expect(*pod.SecurityContext.RunAsNonRoot).To(BeTrue())
+	g.Expect(pod.SecurityContext.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeRuntimeDefault))
+
+	c := rotorContainer(t, d)
+	sc := c.SecurityContext
+	g.Expect(*sc.RunAsNonRoot).To(BeTrue())
+	g.Expect(*sc.ReadOnlyRootFilesystem).To(BeTrue())
+	g.Expect(*sc.AllowPrivilegeEscalation).To(BeFalse())
+	g.Expect(sc.Capabilities.Drop).To(Equal([]corev1.Capability{"ALL"}))
+	g.Expect(sc.Capabilities.Add).To(BeEmpty())
+
+	g.Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
+	g.Expect(c.LivenessProbe.HTTPGet.Port.String()).To(Equal("health"))
+	g.Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
+	g.Expect(c.ReadinessProbe.HTTPGet.Port.String()).To(Equal("health"))
+	g.Expect(c.Ports).To(ContainElement(corev1.ContainerPort{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP}))
+	g.Expect(c.Resources.Requests.Cpu().String()).To(Equal("100m"))
+	g.Expect(c.Resources.Limits.Memory().String()).To(Equal("256Mi"))
+
+	g.Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}))
+
+	// The TLS Secret is a whole-directory mount (no subPath), which the
+	// kubelet updates in place; the reloader depends on that.
+	g.Expect(c.VolumeMounts).To(Equal([]corev1.VolumeMount{{Name: "tls", MountPath: "/etc/rotor/tls", ReadOnly: true}}))
+	g.Expect(pod.Volumes).To(HaveLen(1))
+	g.Expect(pod.Volumes[0].Secret.SecretName).To(Equal("rotor-tls"))
+
+	g.Expect(pod.TopologySpreadConstraints).To(HaveLen(2))
+	for _, tsc := range pod.TopologySpreadConstraints {
+		g.Expect(tsc.LabelSelector.MatchLabels).To(Equal(selector))
+	}
+	g.Expect(pod.TopologySpreadConstraints[0].TopologyKey).To(Equal("topology.kubernetes.io/zone"))
+	g.Expect(pod.TopologySpreadConstraints[1].TopologyKey).To(Equal("kubernetes.io/hostname"))
+
+	pdb := fromUnstructured[policyv1.PodDisruptionBudget](t, only(t, objs, "PodDisruptionBudget"))
+	g.Expect(pdb.Spec.MaxUnavailable.IntValue()).To(Equal(1))
+	g.Expect(pdb.Spec.MinAvailable).To(BeNil())
+	g.Expect(pdb.Spec.Selector.MatchLabels).To(Equal(selector))
+
+	svcs := ofKind(objs, "Service")
+	g.Expect(kinds(svcs)).To(Equal([]string{"Service/rotor", "Service/rotor-metrics"}))
+	issuerSvc := fromUnstructured[corev1.Service](t, svcs[0])
+	g.Expect(issuerSvc.Spec.Selector).To(Equal(selector))
+	g.Expect(issuerSvc.Spec.Ports).To(HaveLen(1))
+	g.Expect(issuerSvc.Spec.Ports[0].Port).To(Equal(int32(443)))
+	g.Expect(issuerSvc.Spec.Ports[0].TargetPort.String()).To(Equal("https"))
+
+	// Optional objects are off by default.
+	for _, kind := range []string{"Ingress", "NetworkPolicy", "ServiceMonitor", "Certificate", "ClusterRole"} {
+		g.Expect(ofKind(objs, kind)).To(BeEmpty(), kind)
+	}
+	// The helm test hook checks discovery through the Service, as a client of the issuer URL would.
+	hook := only(t, objs, "Pod")
+	g.Expect(hook.GetAnnotations()).To(HaveKeyWithValue("helm.sh/hook", "test"))
+	script := fromUnstructured[corev1.Pod](t, hook).Spec.Containers[0].Command[2]
+	g.Expect(script).To(ContainSubstring(`--connect-to "rotor.auth.svc:443:rotor.auth.svc:443"`))
+	g.Expect(script).To(ContainSubstring(`"$base/.well-known/openid-configuration"`))
+}

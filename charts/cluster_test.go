@@ -1,0 +1,448 @@
+package charts_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/controllers"
+	"rotor.dev/rotor/pkg/accounts"
+	"rotor.dev/rotor/pkg/server"
+)
+
+// restrictedNamespace is a test namespace enforcing (and warning about) the
+// "restricted" Pod Security Standard, so that the API server's PodSecurity
+// admission judges the chart's Pods.
+func restrictedNamespace(t *testing.T, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	ns := &corev1.Namespace{}
+	if name == "" {
+		name = env.Namespace(t)
+	} else if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: name}, ns); err != nil {
+		t.Fatal(err)
+	}
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	ns.Labels["pod-security.kubernetes.io/warn"] = "restricted"
+	if err := env.Client.Update(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+var stubCRDsOnce sync.Once
+
+// installStubCRDs installs trimmed cert-manager and prometheus-operator CRDs
+// (charts/testdata/crds) for the chart's optional Certificate and ServiceMonitor.
+func installStubCRDs(t *testing.T, kubeconfig string) {
+	t.Helper()
+	var err error
+	stubCRDsOnce.Do(func() {
+		dir := testdata(t, "crds")
+		if _, _, err = run(t, nil, kubectlBin(t), "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", dir); err != nil {
+			return
+		}
+		_, _, err = run(t, nil, kubectlBin(t), "--kubeconfig", kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+			"crd/certificates.cert-manager.io", "crd/servicemonitors.monitoring.coreos.com")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var dryRunLine = regexp.MustCompile(`(?m)^\S+ (created|configured|unchanged) \(server dry run\)$`)
+
+// serverDryRun applies manifests with --dry-run=server and strict field
+// validation and returns stdout and stderr.
+func serverDryRun(t *testing.T, kubeconfig string, args ...string) (string, string, error) {
+	t.Helper()
+	a := append([]string{"--kubeconfig", kubeconfig, "--cache-dir", t.TempDir(), "apply", "--dry-run=server", "--validate=strict"}, args...)
+	return run(t, nil, kubectlBin(t), a...)
+}
+
+func TestChartServerSideDryRun(t *testing.T) {
+	kc := kubeconfig(t)
+	installStubCRDs(t, kc)
+
+	for _, name := range []string{"default", "full", "insecure"} {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			ns := restrictedNamespace(t, "")
+			manifests, err := helmTemplate(t, ns, variantArgs(t, name)...)
+			g.Expect(err).NotTo(HaveOccurred())
+			objs, err := decodeAll(manifests)
+			g.Expect(err).NotTo(HaveOccurred())
+			file := filepath.Join(t.TempDir(), "rendered.yaml")
+			g.Expect(os.WriteFile(file, []byte(manifests), 0o600)).To(Succeed())
+
+			stdout, stderr, err := serverDryRun(t, kc, "-f", file)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(dryRunLine.FindAllString(stdout, -1)).To(HaveLen(len(objs)), "every rendered object (%v) is accepted:\n%s", kinds(objs), stdout)
+			// No PodSecurity "would violate" and no deprecation warnings.
+			g.Expect(stderr).NotTo(ContainSubstring("Warning"))
+		})
+	}
+
+	t.Run("PodSecurity admission is live", func(t *testing.T) {
+		// The check above could pass vacuously if PodSecurity admission were
+		// off: a privileged override must be reported.
+		g := NewWithT(t)
+		ns := restrictedNamespace(t, "")
+		manifests, err := helmTemplate(t, ns, "--set", "securityContext.allowPrivilegeEscalation=true")
+		g.Expect(err).NotTo(HaveOccurred())
+		file := filepath.Join(t.TempDir(), "rendered.yaml")
+		g.Expect(os.WriteFile(file, []byte(manifests), 0o600)).To(Succeed())
+		_, stderr, err := serverDryRun(t, kc, "-f", file)
+		g.Expect(err).NotTo(HaveOccurred(), "Deployments only get warnings")
+		g.Expect(stderr).To(ContainSubstring(`would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false`))
+	})
+
+	t.Run("kustomize config/default", func(t *testing.T) {
+		g := NewWithT(t)
+		restrictedNamespace(t, "rotor-system")
+		out, _, err := run(t, nil, kubectlBin(t), "kustomize", filepath.Join(root(t), "config", "default"))
+		g.Expect(err).NotTo(HaveOccurred())
+		objs, err := decodeAll(out)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(kinds(objs)).To(ConsistOf(
+			"Namespace/rotor-system", "CustomResourceDefinition/refreshtokens.identity.rotor.dev",
+			"ServiceAccount/rotor", "Role/rotor", "RoleBinding/rotor",
+			"Service/rotor", "Service/rotor-metrics", "Deployment/rotor", "PodDisruptionBudget/rotor"))
+		stdout, stderr, err := serverDryRun(t, kc, "-k", filepath.Join(root(t), "config", "default"))
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(dryRunLine.FindAllString(stdout, -1)).To(HaveLen(len(objs)), stdout)
+		g.Expect(stderr).NotTo(ContainSubstring("Warning"))
+
+		// The kustomize Role is the generated role.yaml: same rules as the chart's.
+		role := fromUnstructured[rbacv1.Role](t, only(t, objs, "Role"))
+		chartRole := fromUnstructured[rbacv1.Role](t, only(t, mustRender(t, "rotor-system"), "Role"))
+		g.Expect(normalizeRules(role.Rules)).To(Equal(normalizeRules(chartRole.Rules)))
+
+		stdout, _, err = serverDryRun(t, kc, "-k", filepath.Join(root(t), "config", "samples"))
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(stdout).To(Equal("refreshtoken.identity.rotor.dev/sample-alice created (server dry run)\n"))
+	})
+}
+
+// helmCmd runs helm against the test API server.
+func helmCmd(t *testing.T, kubeconfig string, args ...string) (string, error) {
+	t.Helper()
+	out, _, err := run(t, nil, helmBin(t), append(args, "--kubeconfig", kubeconfig)...)
+	return out, err
+}
+
+const crdName = "refreshtokens.identity.rotor.dev"
+
+var crdGVK = schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"}
+
+func getCRD(t *testing.T) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(crdGVK)
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Name: crdName}, u); err != nil {
+		t.Fatalf("getting CRD %s: %v", crdName, err)
+	}
+	return u
+}
+
+// adoptCRD lets release ns/name take over the CRD that the test control
+// plane installed (as `kubectl apply -k config/crd` would have), which is
+// what the chart README tells users to do; the test restores it afterwards.
+func adoptCRD(t *testing.T, release, ns string) {
+	t.Helper()
+	patch := func(labelValue, nameValue, nsValue, keepValue any) {
+		body, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+			"labels": map[string]any{"app.kubernetes.io/managed-by": labelValue},
+			"annotations": map[string]any{
+				"meta.helm.sh/release-name": nameValue, "meta.helm.sh/release-namespace": nsValue,
+				"helm.sh/resource-policy": keepValue,
+			},
+		}})
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(crdGVK)
+		u.SetName(crdName)
+		if err := env.Client.Patch(context.Background(), u, client.RawPatch(types.MergePatchType, body)); err != nil {
+			t.Fatalf("patching CRD: %v", err)
+		}
+	}
+	patch("Helm", release, ns, nil)
+	t.Cleanup(func() { patch(nil, nil, nil, nil) })
+}
+
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+	Error        string `json:"error"`
+}
+
+func postToken(t *testing.T, base string, form url.Values) (int, tokenResponse) {
+	t.Helper()
+	resp, err := http.PostForm(base+"/token", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr tokenResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil {
+		t.Fatalf("decoding token response (%d): %v", resp.StatusCode, err)
+	}
+	return resp.StatusCode, tr
+}
+
+// bufferLogger collects rotor's logs and prints them only when the test fails.
+func bufferLogger(t *testing.T) logr.Logger {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(os.Stderr, "--- rotor logs of %s:\n%s", t.Name(), buf.String())
+		}
+	})
+	return funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(&buf, prefix, args)
+	}, funcr.Options{Verbosity: 1})
+}
+
+// freeAddress reserves a loopback port for the issuer, whose URL must be
+// known before it listens.
+func freeAddress(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func listRefreshTokens(t *testing.T, ns string) []identityv1alpha1.RefreshToken {
+	t.Helper()
+	list := &identityv1alpha1.RefreshTokenList{}
+	if err := env.Client.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+// TestChartInstallRunUpgradeUninstall installs the chart into the test API
+// server, runs rotor in-process as the chart's ServiceAccount (proving its
+// RBAC is enough, and no more), upgrades it and uninstalls it (proving that
+// sessions and the CRD survive both).
+func TestChartInstallRunUpgradeUninstall(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	kc := kubeconfig(t)
+	ns := env.Namespace(t)
+	const release, sa = "rotor", "rotor" // fullname = release name, as it contains "rotor"
+	adoptCRD(t, release, ns)
+	crdUID := getCRD(t).GetUID()
+
+	// Install with default values.
+	out, err := helmCmd(t, kc, "install", release, chartDir(t), "--namespace", ns)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(ContainSubstring("STATUS: deployed"))
+	g.Expect(out).To(ContainSubstring(fmt.Sprintf("Issuer URL: https://rotor.%s.svc", ns)), "NOTES name the issuer URL")
+	deploy := &appsv1.Deployment{}
+	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor"}, deploy)).To(Succeed())
+	g.Expect(*deploy.Spec.Replicas).To(Equal(int32(2)))
+	g.Expect(getCRD(t).GetUID()).To(Equal(crdUID), "installing adopts the CRD in place")
+	g.Expect(getCRD(t).GetAnnotations()).To(HaveKeyWithValue("helm.sh/resource-policy", "keep"))
+
+	// An account, created by an administrator as `rotor account create` would.
+	const password = "correct horse battery staple"
+	manifest, err := accounts.Manifest("alice", ns, []string{"developers"}, []byte(password))
+	g.Expect(err).NotTo(HaveOccurred())
+	account := &corev1.Secret{}
+	g.Expect(yaml.UnmarshalStrict(manifest, account)).To(Succeed())
+	g.Expect(env.Client.Create(ctx, account)).To(Succeed())
+
+	// rotor, in-process, with the chart's ServiceAccount's permissions only.
+	saCfg := rest.CopyConfig(env.Config)
+	saCfg.Impersonate = rest.ImpersonationConfig{
+		UserName: fmt.Sprintf("system:serviceaccount:%s:%s", ns, sa),
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}
+	addr := freeAddress(t)
+	o := server.DefaultOptions()
+	o.Namespace = ns
+	o.InsecureHTTP = true
+	o.IssuerURL = "http://" + addr
+	o.ListenAddress = addr
+	o.MetricsAddress = "0"
+	o.ProbeAddress = "0"
+	o.LeaderElect = true
+	log := bufferLogger(t)
+	ctrl.SetLogger(log)
+	srv, err := server.New(saCfg, o, log)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(srv.Addr().String()).To(Equal(addr))
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Start(runCtx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			g.Expect(err).NotTo(HaveOccurred())
+		case <-time.After(30 * time.Second):
+			t.Error("rotor did not stop within 30s")
+		}
+	}
+	t.Cleanup(stop)
+	base := "http://" + addr
+
+	// The leader generates a signing key; the caches sync (what /readyz checks).
+	g.Eventually(func() error { return srv.Keys.ReadyCheck(nil) }).WithTimeout(30 * time.Second).Should(Succeed())
+	g.Eventually(func() error { return srv.Accounts.ReadyCheck(nil) }).WithTimeout(30 * time.Second).Should(Succeed())
+	lease := &coordinationv1.Lease{}
+	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor-controllers"}, lease)).To(Succeed())
+	g.Expect(*lease.Spec.HolderIdentity).NotTo(BeEmpty())
+	keySecrets := &corev1.SecretList{}
+	g.Expect(env.Client.List(ctx, keySecrets, client.InNamespace(ns), client.MatchingFields{"type": "identity.rotor.dev/signing-key"})).To(Succeed())
+	g.Expect(keySecrets.Items).NotTo(BeEmpty())
+	// Events are allowed too (events.k8s.io create).
+	g.Eventually(func() []string {
+		events := &eventsv1.EventList{}
+		g.Expect(env.Client.List(ctx, events, client.InNamespace(ns))).To(Succeed())
+		var reasons []string
+		for _, e := range events.Items {
+			reasons = append(reasons, e.Reason)
+		}
+		return reasons
+	}).WithTimeout(30 * time.Second).Should(ContainElement(controllers.ReasonKeyGenerated))
+
+	// Password login.
+	status, login := postToken(t, base, url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {password}})
+	g.Expect(status).To(Equal(http.StatusOK), "login error %q", login.Error)
+	g.Expect(login.TokenType).To(Equal("Bearer"))
+	g.Expect(login.ExpiresIn).To(Equal(int64(o.AccessTokenTTL.Seconds())))
+	g.Expect(strings.Count(login.AccessToken, ".")).To(Equal(2))
+	g.Expect(login.RefreshToken).NotTo(BeEmpty())
+	sessions := listRefreshTokens(t, ns)
+	g.Expect(sessions).To(HaveLen(1))
+	g.Expect(sessions[0].Spec.Subject).To(Equal("alice"))
+	g.Expect(sessions[0].Spec.Rotations).To(Equal(int64(0)))
+
+	// Refresh: a new pair, the session rotated in place.
+	status, refreshed := postToken(t, base, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {login.RefreshToken}})
+	g.Expect(status).To(Equal(http.StatusOK), "refresh error %q", refreshed.Error)
+	g.Expect(refreshed.RefreshToken).NotTo(BeEmpty())
+	g.Expect(refreshed.RefreshToken).NotTo(Equal(login.RefreshToken))
+	g.Expect(refreshed.AccessToken).NotTo(Equal(login.AccessToken))
+	sessions = listRefreshTokens(t, ns)
+	g.Expect(sessions).To(HaveLen(1))
+	g.Expect(sessions[0].Spec.Rotations).To(Equal(int64(1)))
+	session := sessions[0]
+
+	// ...and nothing more than it needs.
+	saClient, err := client.New(saCfg, client.Options{Scheme: env.Scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	other := env.Namespace(t)
+	g.Expect(env.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: "not-rotors"},
+		StringData: map[string]string{"password": "hunter2"},
+	})).To(Succeed())
+	g.Expect(saClient.Get(ctx, client.ObjectKeyFromObject(account), &corev1.Secret{})).To(Succeed(),
+		"positive control: the same identity reads its own namespace's Secrets")
+	err = saClient.Get(ctx, types.NamespacedName{Namespace: other, Name: "not-rotors"}, &corev1.Secret{})
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "reading a Secret in another namespace: %v", err)
+	err = saClient.List(ctx, &corev1.SecretList{})
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "listing Secrets cluster-wide: %v", err)
+	err = saClient.List(ctx, &identityv1alpha1.RefreshTokenList{})
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "listing RefreshTokens cluster-wide: %v", err)
+	err = saClient.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token"}})
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "TokenReview without exchange.enabled: %v", err)
+
+	// Upgrade with changed values: sessions are untouched and keep working.
+	out, err = helmCmd(t, kc, "upgrade", release, chartDir(t), "--namespace", ns,
+		"--set", "tokens.accessTokenTTL=10m", "--set", "exchange.enabled=true")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(ContainSubstring("REVISION: 2"))
+	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor"}, deploy)).To(Succeed())
+	g.Expect(deploy.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--access-token-ttl=10m"))
+	g.Expect(getCRD(t).GetUID()).To(Equal(crdUID), "the CRD is updated in place, never recreated")
+	sessions = listRefreshTokens(t, ns)
+	g.Expect(sessions).To(HaveLen(1))
+	g.Expect(sessions[0].UID).To(Equal(session.UID))
+	g.Expect(sessions[0].ResourceVersion).To(Equal(session.ResourceVersion))
+	review := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token"}}
+	g.Expect(saClient.Create(ctx, review)).To(Succeed(), "exchange.enabled grants create on tokenreviews")
+	g.Expect(review.Status.Authenticated).To(BeFalse())
+	status, again := postToken(t, base, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshed.RefreshToken}})
+	g.Expect(status).To(Equal(http.StatusOK), "refresh after upgrade: %q", again.Error)
+	stop()
+
+	// Uninstall: rotor's objects go, the CRD and the sessions stay.
+	out, err = helmCmd(t, kc, "uninstall", release, "--namespace", ns)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(ContainSubstring("These resources were kept due to the resource policy:"))
+	g.Expect(out).To(ContainSubstring("[CustomResourceDefinition] " + crdName))
+	g.Expect(getCRD(t).GetUID()).To(Equal(crdUID))
+	sessions = listRefreshTokens(t, ns)
+	g.Expect(sessions).To(HaveLen(1))
+	g.Expect(sessions[0].UID).To(Equal(session.UID))
+	g.Expect(sessions[0].Spec.Rotations).To(Equal(int64(2)))
+	for _, obj := range []client.Object{
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: ns + "-rotor-tokenreviews"}},
+	} {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "%T %s after uninstall: %v", obj, obj.GetName(), err)
+	}
+	out, err = helmCmd(t, kc, "list", "--namespace", ns, "--short")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(BeEmpty())
+}

@@ -1,0 +1,164 @@
+// Package workload authenticates Kubernetes workloads by their
+// ServiceAccount tokens (the TokenReview API) and decides which of them may
+// exchange their token for rotor tokens or call introspection.
+package workload
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// ServiceAccountPrefix starts the username of every ServiceAccount.
+const ServiceAccountPrefix = "system:serviceaccount:"
+
+// ErrNotAuthenticated means the token is not a valid ServiceAccount token
+// for rotor's audience (expired, another audience, a deleted pod, not a
+// ServiceAccount at all).
+var ErrNotAuthenticated = errors.New("not an authenticated ServiceAccount token for this audience")
+
+// ErrUnavailable means the TokenReview could not be made.
+var ErrUnavailable = errors.New("token review unavailable")
+
+// Identity is an authenticated ServiceAccount.
+type Identity struct {
+	Namespace string
+	Name      string
+	// Username is system:serviceaccount:<namespace>:<name>.
+	Username string
+	Groups   []string
+}
+
+// Reviewer checks ServiceAccount tokens with the TokenReview API.
+type Reviewer struct {
+	// Client creates TokenReviews; it needs create on tokenreviews, nothing else.
+	Client client.Client
+	// Audience is the audience tokens must have been minted for, so a token
+	// meant for another service cannot be replayed to rotor.
+	Audience string
+	Timeout  time.Duration
+}
+
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+
+// Review returns the identity of a valid ServiceAccount token.
+func (r *Reviewer) Review(ctx context.Context, token string) (Identity, error) {
+	timeout := r.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{r.Audience}}}
+	if err := r.Client.Create(ctx, tr); err != nil {
+		return Identity{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	st := tr.Status
+	// The API server returns the audiences the token was valid for; it must
+	// include ours (an authenticator that ignores audiences returns none).
+	if !st.Authenticated || st.Error != "" || !slices.Contains(st.Audiences, r.Audience) {
+		return Identity{}, ErrNotAuthenticated
+	}
+	ns, name, ok := parseUsername(st.User.Username)
+	if !ok {
+		return Identity{}, ErrNotAuthenticated
+	}
+	return Identity{Namespace: ns, Name: name, Username: st.User.Username, Groups: st.User.Groups}, nil
+}
+
+func parseUsername(u string) (ns, name string, ok bool) {
+	rest, found := strings.CutPrefix(u, ServiceAccountPrefix)
+	if !found {
+		return "", "", false
+	}
+	ns, name, ok = strings.Cut(rest, ":")
+	return ns, name, ok && ns != "" && name != "" && !strings.Contains(name, ":")
+}
+
+// SubjectFromUsername parses system:serviceaccount:<ns>:<name>.
+func SubjectFromUsername(u string) (ns, name string, ok bool) { return parseUsername(u) }
+
+// Policy says which ServiceAccounts may do something: a list of
+// "<namespace>/<serviceaccount>" patterns where either part may be a
+// path.Match pattern such as "*" or "team-*". An empty policy allows none.
+type Policy []string
+
+// ParsePolicy validates patterns.
+func ParsePolicy(patterns []string) (Policy, error) {
+	for _, p := range patterns {
+		ns, sa, ok := strings.Cut(p, "/")
+		if !ok || ns == "" || sa == "" || strings.Contains(sa, "/") {
+			return nil, fmt.Errorf("pattern %q is not <namespace>/<serviceaccount>", p)
+		}
+		if _, err := path.Match(ns, ""); err != nil {
+			return nil, fmt.Errorf("pattern %q: %w", p, err)
+		}
+		if _, err := path.Match(sa, ""); err != nil {
+			return nil, fmt.Errorf("pattern %q: %w", p, err)
+		}
+	}
+	return Policy(patterns), nil
+}
+
+// Allows reports whether the ServiceAccount matches a pattern.
+func (p Policy) Allows(namespace, name string) bool {
+	for _, pat := range p {
+		pns, psa, _ := strings.Cut(pat, "/")
+		if m, _ := path.Match(pns, namespace); !m {
+			continue
+		}
+		if m, _ := path.Match(psa, name); m {
+			return true
+		}
+	}
+	return false
+}
+
+// CachedReviewer remembers successful reviews for a short while, keyed by
+// the SHA-256 of the token (never the token itself), so a caller that
+// introspects often costs one TokenReview per TTL.
+type CachedReviewer struct {
+	Reviewer *Reviewer
+	TTL      time.Duration
+	Clock    clock.PassiveClock
+	cache    *lru.Cache[[sha256.Size]byte, cachedIdentity]
+}
+
+type cachedIdentity struct {
+	id      Identity
+	expires time.Time
+}
+
+// NewCachedReviewer caches up to size identities for ttl.
+func NewCachedReviewer(r *Reviewer, ttl time.Duration, size int, clk clock.PassiveClock) (*CachedReviewer, error) {
+	c, err := lru.New[[sha256.Size]byte, cachedIdentity](size)
+	if err != nil {
+		return nil, err
+	}
+	return &CachedReviewer{Reviewer: r, TTL: ttl, Clock: clk, cache: c}, nil
+}
+
+// Review is Reviewer.Review with the cache in front.
+func (c *CachedReviewer) Review(ctx context.Context, token string) (Identity, error) {
+	key := sha256.Sum256([]byte(token))
+	now := c.Clock.Now()
+	if e, ok := c.cache.Get(key); ok && now.Before(e.expires) {
+		return e.id, nil
+	}
+	id, err := c.Reviewer.Review(ctx, token)
+	if err != nil {
+		return Identity{}, err
+	}
+	c.cache.Add(key, cachedIdentity{id: id, expires: now.Add(c.TTL)})
+	return id, nil
+}
