@@ -88,6 +88,12 @@ type replicaOption func(*server.Options)
 // startReplica runs rotor against the test control plane until the test ends.
 func startReplica(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...replicaOption) *replica {
 	t.Helper()
+	return startReplicaWith(t, env.Config, ns, clock, opts...)
+}
+
+// startReplicaWith runs rotor with its own rest.Config (a proxy, say).
+func startReplicaWith(t *testing.T, apiConfig *rest.Config, ns string, clock *clocktesting.FakeClock, opts ...replicaOption) *replica {
+	t.Helper()
 	o := server.DefaultOptions()
 	o.Namespace = ns
 	o.ListenAddress = "127.0.0.1:0"
@@ -102,7 +108,7 @@ func startReplica(t *testing.T, ns string, clock *clocktesting.FakeClock, opts .
 	logs := &syncBuffer{}
 	log := zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-10)))
 	counter := &requestCounter{}
-	cfg := rest.CopyConfig(env.Config)
+	cfg := rest.CopyConfig(apiConfig)
 	cfg.WrapTransport = counter.wrap
 
 	// The issuer URL must be what clients dial, so pick the port first.

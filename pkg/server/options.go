@@ -51,8 +51,9 @@ type Options struct {
 	LoginFailuresPerMinute float64
 	LoginFailureBurst      int
 
-	APIQPS   float64
-	APIBurst int
+	APIQPS     float64
+	APIBurst   int
+	APITimeout time.Duration
 
 	MetricsAddress string
 	ProbeAddress   string
@@ -60,6 +61,9 @@ type Options struct {
 
 	// Clock lets tests move time; not a flag.
 	Clock clock.Clock
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election
+	// (zero: controller-runtime's 15s, 10s, 2s); tests shorten them.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 }
 
 // DefaultOptions are the documented defaults.
@@ -91,6 +95,7 @@ func DefaultOptions() Options {
 		LoginFailureBurst:      10,
 		APIQPS:                 500,
 		APIBurst:               1000,
+		APITimeout:             5 * time.Second,
 		MetricsAddress:         ":9090",
 		ProbeAddress:           ":8081",
 		LeaderElect:            true,
@@ -127,6 +132,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.LoginFailureBurst, "login-failure-burst", o.LoginFailureBurst, "Failed logins allowed in a burst, per username and per client address.")
 	fs.Float64Var(&o.APIQPS, "api-qps", o.APIQPS, "Queries per second of the issuer's session client to the API server.")
 	fs.IntVar(&o.APIBurst, "api-burst", o.APIBurst, "Burst of the issuer's session client to the API server.")
+	fs.DurationVar(&o.APITimeout, "api-timeout", o.APITimeout, "Bound on each API request of the token path; when the API server does not answer in time, clients get 503 temporarily_unavailable.")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus metrics endpoint; 0 disables it.")
 	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", o.ProbeAddress, "Address of /healthz and /readyz.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Elect a leader for the controllers; every replica serves the issuer.")
@@ -178,6 +184,9 @@ func (o *Options) Validate() error {
 	}
 	if o.ServiceAccountAudience == "" {
 		errs = append(errs, errors.New("--serviceaccount-audience must not be empty"))
+	}
+	if o.APITimeout <= 0 {
+		errs = append(errs, errors.New("--api-timeout must be positive"))
 	}
 	if o.SessionCacheSize <= 0 {
 		errs = append(errs, errors.New("--session-cache-size must be positive"))

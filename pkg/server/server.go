@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -92,6 +94,9 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		LeaderElectionID:              "rotor-controllers",
 		LeaderElectionNamespace:       o.Namespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 durationOrNil(o.LeaseDuration),
+		RenewDeadline:                 durationOrNil(o.RenewDeadline),
+		RetryPeriod:                   durationOrNil(o.RetryPeriod),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
@@ -137,12 +142,24 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating session client: %w", err)
 	}
+	// Learn the REST mappings now, not on the first login (discovery is
+	// several requests); if the API server is not there yet, the first
+	// request will learn them.
+	for _, gvk := range []schema.GroupVersionKind{
+		identityv1alpha1.GroupVersion.WithKind("RefreshToken"),
+		authenticationv1.SchemeGroupVersion.WithKind("TokenReview"),
+	} {
+		if _, err := sessionClient.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			log.Info("could not warm the REST mapping; the first request will", "kind", gvk.Kind, "error", err.Error())
+		}
+	}
 	store, err := sessions.NewStore(sessionClient, sessions.Config{
 		Namespace:   o.Namespace,
 		RefreshTTL:  o.RefreshTokenTTL,
 		MaxLifetime: o.SessionMaxLifetime,
 		ReuseGrace:  o.RefreshReuseGrace,
 		CacheSize:   o.SessionCacheSize,
+		Timeout:     o.APITimeout,
 		Clock:       o.Clock,
 		Recorder:    mgr.GetEventRecorder("rotor-issuer"),
 	})
@@ -168,7 +185,7 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		return nil, err
 	}
 
-	reviewer := &workload.Reviewer{Client: sessionClient, Audience: o.ServiceAccountAudience}
+	reviewer := &workload.Reviewer{Client: sessionClient, Audience: o.ServiceAccountAudience, Timeout: o.APITimeout}
 	// Callers of /introspect present the same token again and again.
 	callers, err := workload.NewCachedReviewer(reviewer, time.Minute, 1024, o.Clock)
 	if err != nil {
@@ -237,6 +254,13 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		return nil, err
 	}
 	return &Server{Manager: mgr, Keys: set, Sessions: store, Accounts: accts, Evictor: evictor, Issuer: iss, listener: ln}, nil
+}
+
+func durationOrNil(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
 }
 
 // Addr is the issuer's listening address.

@@ -123,6 +123,15 @@ type Store struct {
 	// concurrent refreshes of one token cost one write, not a conflict storm.
 	locks [64]sync.Mutex
 	seed  maphash.Seed
+	// pending remembers rotations whose write had an unknown outcome (the
+	// API server went away mid-request). If the write did land, the client
+	// never saw the new token and will present the old one again: it gets
+	// the stored new token instead of being treated as a replay.
+	pending *lru.Cache[string, pendingRotation]
+}
+
+type pendingRotation struct {
+	from, to, secret string
 }
 
 // NewStore returns a Store that talks to the API server through c, which
@@ -141,7 +150,11 @@ func NewStore(c client.Client, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{cfg: cfg, client: c, cache: cache, seed: maphash.MakeSeed()}, nil
+	pending, err := lru.New[string, pendingRotation](1024)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{cfg: cfg, client: c, cache: cache, seed: maphash.MakeSeed(), pending: pending}, nil
 }
 
 func (s *Store) lock(name string) func() {
@@ -223,12 +236,27 @@ func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prep
 			next, secret := s.rotated(rt, now)
 			err := s.update(ctx, next)
 			if err == nil {
+				s.pending.Remove(name)
 				return formatToken(name, secret), next, nil
+			}
+			if isUnavailable(err) {
+				s.pending.Add(name, pendingRotation{from: hash, to: next.Spec.SecretHash, secret: secret})
 			}
 			if !isStale(err) || fresh {
 				return "", nil, s.apiError("rotating session "+name, err)
 			}
 		case rt.Spec.PreviousSecretHash != "" && hashEqual(hash, rt.Spec.PreviousSecretHash):
+			if p, ok := s.pending.Peek(name); ok && hashEqual(p.from, hash) && hashEqual(p.to, rt.Spec.SecretHash) {
+				// Our own write landed but its answer was lost: hand out the
+				// token that was stored, once.
+				if prepare != nil {
+					if err := prepare(&rt.Spec); err != nil {
+						return "", nil, err
+					}
+				}
+				s.pending.Remove(name)
+				return formatToken(name, p.secret), rt, nil
+			}
 			if now.Sub(rt.Spec.LastUsedAt.Time) < s.cfg.ReuseGrace {
 				return "", nil, refused(ReasonRaceLost)
 			}
@@ -347,9 +375,8 @@ func (s *Store) update(ctx context.Context, rt *identityv1alpha1.RefreshToken) e
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if err := s.client.Update(ctx, rt); err != nil {
-		if isStale(err) {
-			s.cache.Remove(rt.Name)
-		}
+		// After a conflict or an unknown outcome the entry is stale.
+		s.cache.Remove(rt.Name)
 		return err
 	}
 	s.cache.Add(rt.Name, rt)

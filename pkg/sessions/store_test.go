@@ -1,0 +1,101 @@
+package sessions_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/pkg/sessions"
+	"rotor.dev/rotor/pkg/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { testenv.Main(m, &env) }
+
+// lostAnswer makes the next Update reach the API server and then fail as if
+// the connection had dropped before the answer came back.
+type lostAnswer struct {
+	armed   atomic.Bool
+	updates atomic.Int32
+}
+
+func (l *lostAnswer) client() client.Client {
+	return interceptor.NewClient(env.Client, interceptor.Funcs{
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			l.updates.Add(1)
+			err := c.Update(ctx, obj, opts...)
+			if err == nil && l.armed.CompareAndSwap(true, false) {
+				return &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
+			}
+			return err
+		},
+	})
+}
+
+func TestARotationWhoseAnswerWasLostIsHandedOutOnRetry(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	clock := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+	fault := &lostAnswer{}
+	store, err := sessions.NewStore(fault.client(), sessions.Config{
+		Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Clock: clock, ReuseGrace: 0,
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
+	first, _, err := store.Create(ctx, sessions.Grant{Subject: "sam", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	fault.armed.Store(true)
+	_, _, err = store.Rotate(ctx, first, "", nil)
+	g.Expect(errors.Is(err, sessions.ErrUnavailable)).To(BeTrue(), "the client is told to retry: %v", err)
+
+	// The write landed; the client retries with the token it still has.
+	clock.Step(time.Minute)
+	before := fault.updates.Load()
+	second, rt, err := store.Rotate(ctx, first, "", nil)
+	g.Expect(err).NotTo(HaveOccurred(), "not a replay: the client never received the new token")
+	g.Expect(fault.updates.Load()).To(Equal(before), "the stored token is handed out without another write")
+	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionActive))
+	g.Expect(rt.Spec.Rotations).To(BeEquivalentTo(1))
+
+	// Exactly once: the old token is now a replay (grace 0 revokes).
+	third, _, err := store.Rotate(ctx, second, "", nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	_, _, err = store.Rotate(ctx, first, "", nil)
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonMismatch), "two rotations back is simply unknown")
+	_, _, err = store.Rotate(ctx, second, "", nil)
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonReuse))
+	_, _, err = store.Rotate(ctx, third, "", nil)
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonRevoked))
+}
+
+func TestARotationThatDidNotLandIsRetriedNormally(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	store, err := sessions.NewStore(interceptor.NewClient(env.Client, interceptor.Funcs{
+		Update: func(context.Context, client.WithWatch, client.Object, ...client.UpdateOption) error {
+			return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+		},
+	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
+	first, _, err := store.Create(ctx, sessions.Grant{Subject: "sue", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, _, err = store.Rotate(ctx, first, "", nil)
+	g.Expect(errors.Is(err, sessions.ErrUnavailable)).To(BeTrue())
+
+	rt := &identityv1alpha1.RefreshToken{}
+	name, _, _ := sessions.ParseToken(first)
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, rt)).To(Succeed())
+	g.Expect(rt.Spec.Rotations).To(BeEquivalentTo(0), "nothing was written")
+}
