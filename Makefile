@@ -74,8 +74,10 @@ $(HELM):
 	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	mv $(LOCALBIN)/helm $@
 
-# Helm chart, kustomize and image targets.
+# Helm chart, kustomize and image targets; benchmarks; fuzzing.
 -include hack/chart.mk
+-include hack/bench.mk
+-include hack/fuzz.mk
 
 .PHONY: help
 help: ## Show targets.
