@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/yaml"
 
 	"rotor.dev/rotor/config/crd"
 	"rotor.dev/rotor/pkg/server"
@@ -67,8 +66,8 @@ func TestChartLintStrict(t *testing.T) {
 	t.Run("fails on a bad value", func(t *testing.T) {
 		g := NewWithT(t)
 		out, _, err := run(t, nil, helmBin(t), "lint", "--strict", chartDir(t), "--set", "replicaCont=3")
-		g.Expect(err).To(HaveOccurred())
-		g.Expect(out).To(ContainSubstring("1 chart(s) failed"))
+		g.Expect(err).To(MatchError(ContainSubstring("1 chart(s) linted, 1 chart(s) failed")))
+		g.Expect(out).To(ContainSubstring("[ERROR] values.yaml: - at '': additional properties 'replicaCont' not allowed"))
 	})
 }
 
@@ -86,6 +85,7 @@ func TestChartSchemaRejectsTyposAndBadTypes(t *testing.T) {
 		{"issuer.url=https://auth.example.com/", "at '/issuer/url': 'https://auth.example.com/' does not match pattern"},
 		{"service.port=70000", "at '/service/port'"},
 		{"log.level=verbose", "at '/log/level'"},
+		{"exchange.allow={team-a}", "at '/exchange/allow/0': 'team-a' does not match pattern"},
 	}
 	for _, c := range cases {
 		t.Run(c.set, func(t *testing.T) {
@@ -106,6 +106,7 @@ func TestChartSchemaRejectsTyposAndBadTypes(t *testing.T) {
 		{[]string{"--set", "tls.certManager.enabled=true"}, "tls.certManager.issuerRef.name is required"},
 		{[]string{"--set", "tls.certManager.enabled=true,tls.certManager.issuerRef.name=ca,tls.insecureHTTP=true"}, "contradict each other"},
 		{[]string{"--set", "serviceAccount.create=false"}, "serviceAccount.name is required"},
+		{[]string{"--set", "exchange.enabled=true"}, "exchange.enabled needs exchange.allow"},
 	} {
 		t.Run(strings.Join(c.args[1:], " "), func(t *testing.T) {
 			g := NewWithT(t)
@@ -133,37 +134,65 @@ func normalizeRules(rules []rbacv1.PolicyRule) []rbacv1.PolicyRule {
 	return out
 }
 
+// generatedRBAC returns config/rbac/role.yaml's Role and ClusterRole rules.
+func generatedRBAC(t testing.TB) (role, clusterRole []rbacv1.PolicyRule) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(root(t), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := decodeAll(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Role":
+			role = fromUnstructured[rbacv1.Role](t, o).Rules
+		case "ClusterRole":
+			clusterRole = fromUnstructured[rbacv1.ClusterRole](t, o).Rules
+		default:
+			t.Fatalf("unexpected %s in config/rbac/role.yaml", o.GetKind())
+		}
+	}
+	if len(role) == 0 {
+		t.Fatal("config/rbac/role.yaml has no Role rules")
+	}
+	return role, clusterRole
+}
+
 func TestChartRoleMatchesGeneratedRole(t *testing.T) {
 	g := NewWithT(t)
-	data, err := os.ReadFile(filepath.Join(root(t), "config", "rbac", "role.yaml"))
-	g.Expect(err).NotTo(HaveOccurred())
-	generated := &rbacv1.Role{}
-	g.Expect(yaml.UnmarshalStrict(data, generated)).To(Succeed())
-	g.Expect(generated.Rules).NotTo(BeEmpty())
+	generatedRole, generatedClusterRole := generatedRBAC(t)
 
 	objs := mustRender(t, "auth")
 	role := fromUnstructured[rbacv1.Role](t, only(t, objs, "Role"))
 	g.Expect(role.Namespace).To(Equal("auth"))
-	g.Expect(normalizeRules(role.Rules)).To(Equal(normalizeRules(generated.Rules)),
+	g.Expect(normalizeRules(role.Rules)).To(Equal(normalizeRules(generatedRole)),
 		"charts/rotor/templates/rbac.yaml's Role rules differ from config/rbac/role.yaml (generated from the +kubebuilder:rbac markers): update the chart")
 
 	binding := fromUnstructured[rbacv1.RoleBinding](t, only(t, objs, "RoleBinding"))
 	g.Expect(binding.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}))
 	g.Expect(binding.Subjects).To(Equal([]rbacv1.Subject{{Kind: "ServiceAccount", Name: "rotor", Namespace: "auth"}}))
 	g.Expect(only(t, objs, "ServiceAccount").GetName()).To(Equal("rotor"))
-	g.Expect(ofKind(objs, "ClusterRole")).To(BeEmpty(), "nothing cluster-wide without exchange.enabled")
+	g.Expect(ofKind(objs, "ClusterRole")).To(BeEmpty(), "nothing cluster-wide without exchange or introspection")
 	g.Expect(ofKind(objs, "ClusterRoleBinding")).To(BeEmpty())
 
-	// With exchange: exactly create on tokenreviews, bound to the same ServiceAccount.
-	exchange := mustRender(t, "auth", "--set", "exchange.enabled=true")
-	cr := fromUnstructured[rbacv1.ClusterRole](t, only(t, exchange, "ClusterRole"))
-	g.Expect(cr.Rules).To(Equal([]rbacv1.PolicyRule{{
-		APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"},
-	}}))
-	crb := fromUnstructured[rbacv1.ClusterRoleBinding](t, only(t, exchange, "ClusterRoleBinding"))
-	g.Expect(crb.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}))
-	g.Expect(crb.Subjects).To(Equal([]rbacv1.Subject{{Kind: "ServiceAccount", Name: "rotor", Namespace: "auth"}}))
-	g.Expect(cr.Name).To(Equal("auth-rotor-tokenreviews"), "ClusterRole names must not collide between releases")
+	// With exchange, or with introspection: the generated ClusterRole's rules
+	// (create on tokenreviews), bound to the same ServiceAccount.
+	for _, set := range []string{"exchange.enabled=true,exchange.allow={team-a/*}", "introspection.allow={*/*}"} {
+		tokenReview := mustRender(t, "auth", "--set", set)
+		cr := fromUnstructured[rbacv1.ClusterRole](t, only(t, tokenReview, "ClusterRole"))
+		g.Expect(normalizeRules(cr.Rules)).To(Equal(normalizeRules(generatedClusterRole)),
+			"the chart's ClusterRole rules differ from config/rbac/role.yaml's ClusterRole: update the chart")
+		g.Expect(cr.Rules).To(Equal([]rbacv1.PolicyRule{{
+			APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"},
+		}}))
+		crb := fromUnstructured[rbacv1.ClusterRoleBinding](t, only(t, tokenReview, "ClusterRoleBinding"))
+		g.Expect(crb.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}))
+		g.Expect(crb.Subjects).To(Equal([]rbacv1.Subject{{Kind: "ServiceAccount", Name: "rotor", Namespace: "auth"}}))
+		g.Expect(cr.Name).To(Equal("auth-rotor-tokenreviews"), "ClusterRole names must not collide between releases")
+	}
 
 	// No wildcard in any rule of any variant.
 	for _, name := range []string{"default", "full", "insecure"} {
@@ -305,6 +334,9 @@ func TestChartSetsEveryRotorServeFlag(t *testing.T) {
 	want.Namespace = "auth"
 	want.IssuerURL = "https://rotor.auth.svc"
 	want.TLSCertFile, want.TLSKeyFile = "/etc/rotor/tls/tls.crt", "/etc/rotor/tls/tls.key"
+	// Deliberately off in the chart: introspection needs a cluster-wide
+	// permission (TokenReview), which the chart only grants when asked.
+	want.IntrospectionAllow = nil
 	g.Expect(*opts["default"]).To(Equal(want))
 
 	// Every non-default value reaches its flag.
@@ -320,6 +352,10 @@ func TestChartSetsEveryRotorServeFlag(t *testing.T) {
 	g.Expect(full.DefaultClientID).To(Equal("cli"))
 	g.Expect(full.ClockSkew).To(Equal(30 * time.Second))
 	g.Expect(full.SessionCacheSize).To(Equal(50000))
+	g.Expect(full.RevokedRetention).To(Equal(30 * time.Minute))
+	g.Expect(full.ServiceAccountAudience).To(Equal("rotor.example.com"))
+	g.Expect([]string(full.TokenExchangeAllow)).To(Equal([]string{"team-a/*", "ci/builder"}))
+	g.Expect([]string(full.IntrospectionAllow)).To(Equal([]string{"*/api-gateway"}))
 	g.Expect(full.PasswordGrant).To(BeFalse())
 	g.Expect(full.LoginFailuresPerMinute).To(Equal(2.5))
 	g.Expect(full.LoginFailureBurst).To(Equal(5))
@@ -329,6 +365,7 @@ func TestChartSetsEveryRotorServeFlag(t *testing.T) {
 	g.Expect(full.JWKSMaxAge).To(Equal(5 * time.Minute))
 	g.Expect(full.APIQPS).To(Equal(100.5))
 	g.Expect(full.APIBurst).To(Equal(200))
+	g.Expect(full.APITimeout).To(Equal(3 * time.Second))
 	g.Expect(full.ProbeAddress).To(Equal(":9081"))
 	g.Expect(full.MetricsAddress).To(Equal(":9091"))
 
@@ -337,6 +374,8 @@ func TestChartSetsEveryRotorServeFlag(t *testing.T) {
 	g.Expect(insecure.IssuerURL).To(Equal("http://rotor.auth.svc"))
 	g.Expect(insecure.TLSCertFile).To(BeEmpty())
 	g.Expect(insecure.MetricsAddress).To(Equal("0"))
+	g.Expect([]string(insecure.IntrospectionAllow)).To(Equal([]string{"*/*"}))
+	g.Expect(insecure.TokenExchangeAllow).To(BeEmpty())
 
 	// The kustomize Deployment passes rotor's flag parsing and validation too.
 	out, _, err := run(t, nil, kubectlBin(t), "kustomize", filepath.Join(root(t), "config", "default"))

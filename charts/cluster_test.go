@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -87,13 +89,14 @@ func installStubCRDs(t *testing.T, kubeconfig string) {
 	}
 }
 
-var dryRunLine = regexp.MustCompile(`(?m)^\S+ (created|configured|unchanged) \(server dry run\)$`)
+var dryRunLine = regexp.MustCompile(`(?m)^\S+ serverside-applied \(server dry run\)$`)
 
-// serverDryRun applies manifests with --dry-run=server and strict field
-// validation and returns stdout and stderr.
+// serverDryRun applies manifests server-side with --dry-run=server and strict
+// field validation, and returns stdout and stderr.
 func serverDryRun(t *testing.T, kubeconfig string, args ...string) (string, string, error) {
 	t.Helper()
-	a := append([]string{"--kubeconfig", kubeconfig, "--cache-dir", t.TempDir(), "apply", "--dry-run=server", "--validate=strict"}, args...)
+	a := append([]string{"--kubeconfig", kubeconfig, "--cache-dir", t.TempDir(),
+		"apply", "--server-side", "--field-manager=chart-test", "--force-conflicts", "--dry-run=server", "--validate=strict"}, args...)
 	return run(t, nil, kubectlBin(t), a...)
 }
 
@@ -143,7 +146,7 @@ func TestChartServerSideDryRun(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(kinds(objs)).To(ConsistOf(
 			"Namespace/rotor-system", "CustomResourceDefinition/refreshtokens.identity.rotor.dev",
-			"ServiceAccount/rotor", "Role/rotor", "RoleBinding/rotor",
+			"ServiceAccount/rotor", "Role/rotor", "RoleBinding/rotor", "ClusterRole/rotor", "ClusterRoleBinding/rotor",
 			"Service/rotor", "Service/rotor-metrics", "Deployment/rotor", "PodDisruptionBudget/rotor"))
 		stdout, stderr, err := serverDryRun(t, kc, "-k", filepath.Join(root(t), "config", "default"))
 		g.Expect(err).NotTo(HaveOccurred())
@@ -157,7 +160,7 @@ func TestChartServerSideDryRun(t *testing.T) {
 
 		stdout, _, err = serverDryRun(t, kc, "-k", filepath.Join(root(t), "config", "samples"))
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(stdout).To(Equal("refreshtoken.identity.rotor.dev/sample-alice created (server dry run)\n"))
+		g.Expect(stdout).To(Equal("refreshtoken.identity.rotor.dev/sample-alice serverside-applied (server dry run)\n"))
 	})
 }
 
@@ -228,22 +231,26 @@ func postToken(t *testing.T, base string, form url.Values) (int, tokenResponse) 
 	return resp.StatusCode, tr
 }
 
-// bufferLogger collects rotor's logs and prints them only when the test fails.
-func bufferLogger(t *testing.T) logr.Logger {
+// bufferLogger collects rotor's logs and prints them only when the test
+// fails; logs returns what was logged so far.
+func bufferLogger(t *testing.T) (log logr.Logger, logs func() string) {
 	var mu sync.Mutex
 	var buf bytes.Buffer
+	logs = func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.String()
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintf(os.Stderr, "--- rotor logs of %s:\n%s", t.Name(), buf.String())
+			fmt.Fprintf(os.Stderr, "--- rotor logs of %s:\n%s", t.Name(), logs())
 		}
 	})
 	return funcr.New(func(prefix, args string) {
 		mu.Lock()
 		defer mu.Unlock()
 		fmt.Fprintln(&buf, prefix, args)
-	}, funcr.Options{Verbosity: 1})
+	}, funcr.Options{Verbosity: 1}), logs
 }
 
 // freeAddress reserves a loopback port for the issuer, whose URL must be
@@ -317,8 +324,9 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	o.MetricsAddress = "0"
 	o.ProbeAddress = "0"
 	o.LeaderElect = true
-	log := bufferLogger(t)
+	log, logs := bufferLogger(t)
 	ctrl.SetLogger(log)
+	klog.SetLogger(log) // client-go's errors (event broadcasters, informers) too
 	srv, err := server.New(saCfg, o, log)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(srv.Addr().String()).To(Equal(addr))
@@ -406,7 +414,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 
 	// Upgrade with changed values: sessions are untouched and keep working.
 	out, err = helmCmd(t, kc, "upgrade", release, chartDir(t), "--namespace", ns,
-		"--set", "tokens.accessTokenTTL=10m", "--set", "exchange.enabled=true")
+		"--set", "tokens.accessTokenTTL=10m", "--set", "exchange.enabled=true", "--set", "exchange.allow={team-a/*}")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(out).To(ContainSubstring("REVISION: 2"))
 	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor"}, deploy)).To(Succeed())
@@ -422,6 +430,31 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	status, again := postToken(t, base, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshed.RefreshToken}})
 	g.Expect(status).To(Equal(http.StatusOK), "refresh after upgrade: %q", again.Error)
 	stop()
+
+	// Not one request of rotor's was refused by RBAC, with one known gap:
+	// controller-runtime's leader election records core/v1 Events
+	// (reason LeaderElection), and the generated Role only grants
+	// events.k8s.io, so those events are dropped. The exception retires
+	// itself once config/rbac/role.yaml grants core events.
+	generatedRole, _ := generatedRBAC(t)
+	coreEvents := false
+	for _, r := range generatedRole {
+		if slices.Contains(r.APIGroups, "") && slices.Contains(r.Resources, "events") && slices.Contains(r.Verbs, "create") {
+			coreEvents = true
+		}
+	}
+	var denied []string
+	for _, line := range strings.Split(logs(), "\n") {
+		if !strings.Contains(strings.ToLower(line), "forbidden") {
+			continue
+		}
+		if !coreEvents && strings.Contains(line, `cannot create resource \"events\" in API group \"\"`) &&
+			strings.Contains(line, "Reason:LeaderElection,") {
+			continue
+		}
+		denied = append(denied, line)
+	}
+	g.Expect(denied).To(BeEmpty(), "rotor was denied as the chart's ServiceAccount")
 
 	// Uninstall: rotor's objects go, the CRD and the sessions stay.
 	out, err = helmCmd(t, kc, "uninstall", release, "--namespace", ns)

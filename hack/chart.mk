@@ -14,6 +14,14 @@ IMG ?= ghcr.io/rotor-dev/rotor:$(VERSION)
 CONTAINER_TOOL ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(LOCALBIN)/k8s/kubectl)
 
+# The chart tests (charts/*_test.go) find helm through $HELM, else at
+# bin/helm-$(HELM_VERSION); `make test` installs it first.
+export HELM
+test: $(HELM)
+# verify-gen fails when generated files are stale or uncommitted: the chart's
+# copy of the CRDs is generated too (after `manifests`, as listed).
+verify-gen: chart-crds
+
 ##@ Chart and deployment
 
 .PHONY: helm

@@ -19,7 +19,7 @@
 // expires (default one minute, at most half the token's lifetime), keeps the
 // newest refresh token (rotor rotates them on every refresh; the old one
 // never works again and presenting it twice can revoke the session), and
-// makes exactly one request however many goroutines ask at once. When rotor
+// refreshes once however many goroutines ask at once. When rotor
 // refuses the refresh token (invalid_grant: expired, revoked, replayed), the
 // Source logs in again with its credentials or ServiceAccount token. When
 // rotor is unreachable or answers 503, the refresh token is kept and the

@@ -75,14 +75,18 @@ func (f *fakeIssuer) token(w http.ResponseWriter, r *http.Request) {
 	gate, entered := f.gate, f.entered
 	f.mu.Unlock()
 	if gate != nil {
-		entered <- struct{}{}
+		select {
+		case entered <- struct{}{}:
+		default: // a full channel must not hang a broken Source's test
+		}
 		<-gate
 	}
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.unavailable {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable", "error_description": "the API server cannot be reached"})
+		w.Header().Set("Retry-After", "1") // as rotor does
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable", "error_description": "the issuer is temporarily unavailable; retry later"})
 		return
 	}
 	invalidGrant := func(desc string) {
@@ -185,4 +189,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeIssuer) replayCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.replays
+}
+
+func (f *fakeIssuer) revokedTokens() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.revoked...)
+}
+
+// newServer is an httptest server closed at the end of the test.
+func newServer(t *testing.T, h http.HandlerFunc) *httptest.Server {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
 }

@@ -209,7 +209,7 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 	// RFC 8725 §3.11, RFC 9068 §4: only access tokens, not other JWTs
 	// signed by the same keys. Media types compare case-insensitively.
 	typ, _ := t.Header["typ"].(string)
-	if typ = strings.ToLower(typ); typ != accessTokenType && typ != "application/"+accessTokenType {
+	if lower := strings.ToLower(typ); lower != accessTokenType && lower != "application/"+accessTokenType {
 		return nil, fmt.Errorf("typ %q is not %s", printable(typ), accessTokenType)
 	}
 	kid, _ := t.Header["kid"].(string)

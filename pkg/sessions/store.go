@@ -215,7 +215,7 @@ func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prep
 	if err != nil {
 		return "", nil, err
 	}
-	for {
+	for rereads := 0; ; rereads++ {
 		now := s.now()
 		if rt == nil {
 			return "", nil, refused(ReasonUnknown)
@@ -242,7 +242,7 @@ func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prep
 			if isUnavailable(err) {
 				s.pending.Add(name, pendingRotation{from: hash, to: next.Spec.SecretHash, secret: secret})
 			}
-			if !isStale(err) || fresh {
+			if !isStale(err) {
 				return "", nil, s.apiError("rotating session "+name, err)
 			}
 		case rt.Spec.PreviousSecretHash != "" && hashEqual(hash, rt.Spec.PreviousSecretHash):
@@ -269,7 +269,7 @@ func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prep
 				}
 				return "", nil, refused(ReasonReuse)
 			}
-			if !isStale(err) || fresh {
+			if !isStale(err) {
 				return "", nil, s.apiError("revoking replayed session "+name, err)
 			}
 		default:
@@ -278,13 +278,26 @@ func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prep
 			}
 			// The entry may predate a rotation made by another replica.
 		}
-		// The cached entry was stale: answer from one fresh read.
-		s.cache.Remove(name)
-		if rt, err = s.read(ctx, name); err != nil {
+		// What we decided on was stale (an old cache entry, or a write by
+		// another replica between our read and our update): decide again
+		// from a fresh read.
+		if rt, err = s.reread(ctx, name, rereads); err != nil {
 			return "", nil, err
 		}
 		fresh = true
 	}
+}
+
+// maxRereads bounds how often one request re-reads a session that keeps
+// changing under it; each re-read follows a lost write race.
+const maxRereads = 3
+
+func (s *Store) reread(ctx context.Context, name string, done int) (*identityv1alpha1.RefreshToken, error) {
+	if done >= maxRereads {
+		return nil, fmt.Errorf("session %s changed under %d consecutive writes: %w", name, maxRereads, ErrUnavailable)
+	}
+	s.cache.Remove(name)
+	return s.read(ctx, name)
 }
 
 // Revoke ends the session a refresh token belongs to (RFC 7009). Tokens
@@ -297,16 +310,15 @@ func (s *Store) Revoke(ctx context.Context, token string) error {
 	}
 	defer s.lock(name)()
 	rt, fresh, err := s.get(ctx, name)
-	for err == nil && rt != nil && rt.Spec.State == identityv1alpha1.SessionActive {
+	for rereads := 0; err == nil && rt != nil && rt.Spec.State == identityv1alpha1.SessionActive; rereads++ {
 		if !hashEqual(hash, rt.Spec.SecretHash) && !hashEqual(hash, rt.Spec.PreviousSecretHash) {
 			if fresh {
 				return nil
 			}
-		} else if err = s.revoke(ctx, rt, identityv1alpha1.RevocationRevoked, s.now()); err == nil || !isStale(err) || fresh {
+		} else if err = s.revoke(ctx, rt, identityv1alpha1.RevocationRevoked, s.now()); err == nil || !isStale(err) {
 			break
 		}
-		s.cache.Remove(name)
-		rt, err = s.read(ctx, name)
+		rt, err = s.reread(ctx, name, rereads)
 		fresh = true
 	}
 	if err != nil {

@@ -5,9 +5,12 @@ package tokens_test
 // layer (JSON, base64, header map, claim validation) adds is visible as a
 // ratio. `make bench` (hack/bench) runs these and prints the ratios.
 //
-// Each top-level benchmark has the JWT and the raw variant of one algorithm
-// as adjacent sub-benchmarks, so that with -count=N they interleave and a
-// busy shared machine slows both alike.
+// BenchmarkSign and BenchmarkVerify give each operation's own ns/op and
+// allocations. On a shared, busy machine two benchmarks run seconds apart
+// can see very different load, so BenchmarkPairedSign and
+// BenchmarkPairedVerify alternate small blocks of the JWT operation and the
+// raw one in a single loop and report their ratio (jwt/raw): both halves
+// of each pair see the same load, and that ratio is the one to judge.
 
 import (
 	"crypto"
@@ -156,6 +159,73 @@ func BenchmarkSign(b *testing.B) {
 			for b.Loop() {
 				rawSign(b, bk.key, bk.message)
 			}
+		})
+	}
+}
+
+// pairedBlock is how many operations of one kind run between clock reads:
+// small enough that load from elsewhere changes little between a JWT block
+// and the raw block next to it, large enough that reading the clock costs
+// nothing measurable.
+const pairedBlock = 8
+
+// paired alternates blocks of jwt and raw (which goes first alternates too)
+// and reports each one's ns/op and their ratio.
+func paired(b *testing.B, jwt, raw func()) {
+	b.ReportAllocs()
+	var tJWT, tRaw time.Duration
+	var blocks int
+	timed := func(op func()) time.Duration {
+		t := time.Now()
+		for range pairedBlock {
+			op()
+		}
+		return time.Since(t)
+	}
+	for b.Loop() {
+		if blocks%2 == 0 {
+			tJWT += timed(jwt)
+			tRaw += timed(raw)
+		} else {
+			tRaw += timed(raw)
+			tJWT += timed(jwt)
+		}
+		blocks++
+	}
+	n := float64(blocks * pairedBlock)
+	b.ReportMetric(float64(tJWT)/n, "jwt-ns/op")
+	b.ReportMetric(float64(tRaw)/n, "raw-ns/op")
+	b.ReportMetric(float64(tJWT)/float64(tRaw), "jwt/raw")
+}
+
+// BenchmarkPairedSign: Minter.Mint against the raw signature, interleaved.
+func BenchmarkPairedSign(b *testing.B) {
+	for _, alg := range benchAlgorithms {
+		bk := newBenchKey(b, alg)
+		b.Run(string(alg), func(b *testing.B) {
+			paired(b, func() {
+				if _, _, err := bk.minter.Mint(benchSubject); err != nil {
+					b.Fatal(err)
+				}
+			}, func() { rawSign(b, bk.key, bk.message) })
+		})
+	}
+}
+
+// BenchmarkPairedVerify: Verifier.Verify against the raw check, interleaved.
+func BenchmarkPairedVerify(b *testing.B) {
+	for _, alg := range benchAlgorithms {
+		bk := newBenchKey(b, alg)
+		b.Run(string(alg), func(b *testing.B) {
+			paired(b, func() {
+				if _, err := bk.verifier.Verify(bk.token); err != nil {
+					b.Fatal(err)
+				}
+			}, func() {
+				if !rawVerify(bk.key, bk.message, bk.sig) {
+					b.Fatal("raw signature does not verify")
+				}
+			})
 		})
 	}
 }

@@ -109,3 +109,18 @@ rotor would reject or that clients could not match.
 {{- printf "%s:%d" $u.host (ternary 80 443 (eq $u.scheme "http")) }}
 {{- end }}
 {{- end }}
+
+{{/* --token-exchange-allow: the patterns when exchange is enabled, else empty (off). */}}
+{{- define "rotor.exchangeAllow" -}}
+{{- if .Values.exchange.enabled }}
+{{- if empty .Values.exchange.allow }}
+{{- fail "exchange.enabled needs exchange.allow: the <namespace>/<serviceaccount> patterns allowed to exchange" }}
+{{- end }}
+{{- join "," .Values.exchange.allow }}
+{{- end }}
+{{- end }}
+
+{{/* Whether rotor validates ServiceAccount tokens (TokenReview): exchange or introspection. */}}
+{{- define "rotor.needsTokenReview" -}}
+{{- if or .Values.exchange.enabled (not (empty .Values.introspection.allow)) }}true{{ end }}
+{{- end }}

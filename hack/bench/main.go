@@ -1,0 +1,227 @@
+// Command bench measures rotor against the limits it is designed around
+// (shared/reference/limits.md, issue 8) and prints one markdown table:
+//
+//   - refresh throughput and latency of an in-process rotor, side by side
+//     with raw conditional updates of the same RefreshToken objects (the
+//     API server's limit, which a refresh cannot beat: it is one such update);
+//   - API-server requests per login and per warm refresh, from the API
+//     server's own apiserver_request_total;
+//   - signing and verification cost next to the raw primitives (go test
+//     -bench in pkg/tokens, and pkg/client once it exists);
+//   - password-grant throughput (bcrypt-bound by design);
+//   - the RSS of a separate `rotor serve` with 0, N/10 and N stored sessions,
+//     and how fast its collector deletes N expired sessions next to raw
+//     deletes at the same parallelism.
+//
+// Everything listens on and dials 127.0.0.1 only, every phase is bounded by
+// a request count or a timeout, and the control plane is stopped at the end.
+// Run it with `make bench`; flags scale it down for development:
+//
+//	go run ./hack/bench --refreshes 200 --sessions 2000 --logins 8 --bench-count 1 --benchtime 100ms
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"rotor.dev/rotor/pkg/controlplane"
+)
+
+type config struct {
+	out      string
+	rotorBin string
+
+	clients     []int
+	refreshes   int
+	rounds      int
+	logins      int
+	loginConc   int
+	sessions    int
+	gcSessions  int
+	parallelism int
+	createConc  int
+	settle      time.Duration
+
+	benchCount int
+	benchtime  string
+
+	skipCrypto, skipRefresh, skipScale bool
+}
+
+func main() {
+	var c config
+	var clients string
+	flag.StringVar(&c.out, "out", "hack/bench-results.md", "Markdown file the results table is written to (empty: stdout only).")
+	flag.StringVar(&c.rotorBin, "rotor-bin", "bin/rotor", "rotor binary for the scale and GC measurements (a separate process, as deployed).")
+	flag.StringVar(&clients, "clients", "1,8", "Concurrency levels of the refresh measurement: clients refreshing their own session back to back.")
+	flag.IntVar(&c.refreshes, "refreshes", 3000, "Refreshes per concurrency level, and as many raw updates (split over the rounds).")
+	flag.IntVar(&c.rounds, "rounds", 2, "Alternate rotor and raw runs this many times, so that load from elsewhere on a shared machine hits both alike.")
+	flag.IntVar(&c.logins, "logins", 40, "Password logins (bcrypt cost 10); they also create the sessions the refresh clients hold.")
+	flag.IntVar(&c.loginConc, "login-concurrency", 2, "Concurrent password logins.")
+	flag.IntVar(&c.sessions, "sessions", 100000, "Largest number of stored sessions for the RSS measurement (also measured: 0 and a tenth).")
+	flag.IntVar(&c.gcSessions, "gc-sessions", -1, "Expired sessions for the GC measurement, and raw deletes to compare (default: --sessions).")
+	flag.IntVar(&c.parallelism, "parallelism", 8, "Parallel raw deletes; rotor's collector uses 8 workers.")
+	flag.IntVar(&c.createConc, "create-concurrency", 16, "Parallel creates when filling the store (setup, not measured).")
+	flag.DurationVar(&c.settle, "settle", 5*time.Second, "How long RSS is sampled after rotor is ready and has listed the sessions.")
+	flag.IntVar(&c.benchCount, "bench-count", 3, "Rounds of the signing benchmarks (each test binary run once per round); medians are reported.")
+	flag.StringVar(&c.benchtime, "benchtime", "500ms", "-test.benchtime of each signing benchmark.")
+	flag.BoolVar(&c.skipCrypto, "skip-crypto", false, "Skip the signing benchmarks.")
+	flag.BoolVar(&c.skipRefresh, "skip-refresh", false, "Skip the login and refresh measurements.")
+	flag.BoolVar(&c.skipScale, "skip-scale", false, "Skip the RSS and GC measurements.")
+	flag.Parse()
+	for _, s := range strings.Split(clients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fatalf("--clients: %q is not a positive number", s)
+		}
+		c.clients = append(c.clients, n)
+	}
+	if c.gcSessions < 0 {
+		c.gcSessions = c.sessions
+	}
+	if c.rounds < 1 || c.refreshes < c.rounds || c.logins < 1 || c.loginConc < 1 || c.parallelism < 1 || c.createConc < 1 {
+		fatalf("--rounds, --refreshes, --logins and the concurrency flags must be positive (refreshes >= rounds)")
+	}
+	for _, n := range c.clients {
+		if n > c.logins {
+			fatalf("--clients %d needs at least as many sessions: raise --logins", n)
+		}
+	}
+
+	// The in-process rotor and client-go log through controller-runtime;
+	// only errors matter here, progress goes to stderr below.
+	log := logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	ctrl.SetLogger(log)
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if err := measure(ctx, c, log); err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func measure(ctx context.Context, c config, log logr.Logger) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	start := time.Now()
+	r := &report{}
+	r.machine(c)
+
+	// Signing first, while nothing else of ours runs.
+	if !c.skipCrypto {
+		progress("signing benchmarks: %d rounds of go test -bench, benchtime %s", c.benchCount, c.benchtime)
+		t := time.Now()
+		if err := runCrypto(ctx, c, r); err != nil {
+			r.add("signing", "go test -bench", "failed: "+oneLine(err.Error()), "", "")
+		}
+		r.spent("signing benchmarks", time.Since(t))
+	}
+
+	if !c.skipRefresh || !c.skipScale {
+		progress("starting the control plane")
+		t := time.Now()
+		cp, err := controlplane.Start(controlplane.Options{})
+		if err != nil {
+			return err
+		}
+		r.spent("control plane start", time.Since(t))
+		defer func() {
+			progress("stopping the control plane")
+			if err := cp.Stop(); err != nil {
+				progress("stopping the control plane: %v", err)
+			}
+		}()
+		r.versions(c, cp)
+		if !c.skipRefresh {
+			t := time.Now()
+			if err := runRefresh(ctx, c, cp, log, r); err != nil {
+				return fmt.Errorf("refresh measurement: %w", err)
+			}
+			r.spent("logins and refreshes", time.Since(t))
+		}
+		if !c.skipScale {
+			if err := runScale(ctx, c, cp, r); err != nil {
+				return fmt.Errorf("scale measurement: %w", err)
+			}
+		}
+	} else {
+		r.versions(c, nil)
+	}
+	r.add("run", "sizes", fmt.Sprintf("clients %s, %d refreshes and %d raw updates per level in %d rounds, %d logins at %d, sessions 0/%d/%d, %d expired for GC, parallelism %d, %d rounds of go test -bench with -benchtime %s",
+		joinInts(c.clients), c.refreshes, c.refreshes, c.rounds, c.logins, c.loginConc, c.sessions/10, c.sessions, c.gcSessions, c.parallelism, c.benchCount, c.benchtime), "", "")
+	r.add("run", "duration", fmt.Sprintf("%s (%s)", time.Since(start).Round(time.Second), strings.Join(r.phases, ", ")), "< 10 min with defaults", "")
+
+	table := r.markdown()
+	fmt.Println(table)
+	if c.out != "" {
+		doc := fmt.Sprintf("# rotor benchmark results\n\n`make bench`, %s. Regenerate with `make bench`; ratios compare measurements of one run on one machine.\n\n%s\n",
+			time.Now().UTC().Format("2006-01-02 15:04 MST"), table)
+		if err := os.WriteFile(c.out, []byte(doc), 0o644); err != nil {
+			return err
+		}
+		progress("wrote %s", c.out)
+	}
+	return nil
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return strings.ReplaceAll(s, "|", "\\|")
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+// moduleRoot is the directory of rotor's go.mod: `go run ./hack/bench`
+// runs in it already, but the binary may be started from anywhere below.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module rotor.dev/rotor\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside rotor's module")
+		}
+		dir = parent
+	}
+}
