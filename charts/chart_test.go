@@ -19,6 +19,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -454,6 +455,8 @@ func TestChartDeploymentIsHardenedAndHighlyAvailable(t *testing.T) {
 	// The helm test hook checks discovery through the Service, as a client of the issuer URL would.
 	hook := only(t, objs, "Pod")
 	g.Expect(hook.GetAnnotations()).To(HaveKeyWithValue("helm.sh/hook", "test"))
+	g.Expect(labels.SelectorFromSet(selector).Matches(labels.Set(hook.GetLabels()))).To(BeFalse(),
+		"the Services and the PodDisruptionBudget must not select the test Pod")
 	script := fromUnstructured[corev1.Pod](t, hook).Spec.Containers[0].Command[2]
 	g.Expect(script).To(ContainSubstring(`--connect-to "rotor.auth.svc:443:rotor.auth.svc:443"`))
 	g.Expect(script).To(ContainSubstring(`"$base/.well-known/openid-configuration"`))

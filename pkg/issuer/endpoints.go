@@ -23,20 +23,23 @@ func (i *Issuer) discovery(w http.ResponseWriter, r *http.Request) {
 		grants = append(grants, GrantTokenExchange)
 	}
 	doc := map[string]any{
-		"issuer":                                        u,
-		"jwks_uri":                                      u + PathJWKS,
-		"token_endpoint":                                u + PathToken,
-		"revocation_endpoint":                           u + PathRevoke,
-		"userinfo_endpoint":                             u + PathUserinfo,
-		"grant_types_supported":                         grants,
-		"response_types_supported":                      []string{"token"},
-		"subject_types_supported":                       []string{"public"},
-		"token_endpoint_auth_methods_supported":         []string{"none"},
-		"revocation_endpoint_auth_methods_supported":    []string{"none"},
-		"introspection_endpoint_auth_methods_supported": []string{"bearer"},
-		"id_token_signing_alg_values_supported":         algs,
-		"access_token_signing_alg_values_supported":     algs,
-		"claims_supported":                              []string{"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "groups"},
+		"issuer":                                     u,
+		"jwks_uri":                                   u + PathJWKS,
+		"token_endpoint":                             u + PathToken,
+		"revocation_endpoint":                        u + PathRevoke,
+		"userinfo_endpoint":                          u + PathUserinfo,
+		"grant_types_supported":                      grants,
+		"response_types_supported":                   []string{"token"},
+		"subject_types_supported":                    []string{"public"},
+		"token_endpoint_auth_methods_supported":      []string{"none"},
+		"revocation_endpoint_auth_methods_supported": []string{"none"},
+		"id_token_signing_alg_values_supported":      algs,
+		"access_token_signing_alg_values_supported":  algs,
+		"claims_supported":                           []string{"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "groups"},
+	}
+	if len(i.cfg.IntrospectionPolicy) > 0 {
+		doc["introspection_endpoint"] = u + PathIntrospect
+		doc["introspection_endpoint_auth_methods_supported"] = []string{"bearer"}
 	}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	w.Header().Set("Content-Type", "application/json")

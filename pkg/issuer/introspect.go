@@ -36,6 +36,10 @@ func (i *Issuer) introspect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, oerr)
 		return
 	}
+	if len(i.cfg.IntrospectionPolicy) == 0 {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "insufficient_scope", "error_description": "introspection is disabled"})
+		return
+	}
 	caller, ok := bearer(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rotor"`)

@@ -36,9 +36,13 @@ func Dev(ctx context.Context, o Options, d DevOptions, log logr.Logger, out io.W
 	o.IssuerURL = "http://" + d.Addr
 	o.ListenAddress = d.Addr
 	o.InsecureHTTP = true
+	// The demo lets workloads of the default namespace exchange tokens and
+	// introspect.
 	if len(o.TokenExchangeAllow) == 0 {
-		// The demo lets workloads of the default namespace exchange tokens.
 		o.TokenExchangeAllow = stringList{"default/*"}
+	}
+	if len(o.IntrospectionAllow) == 0 {
+		o.IntrospectionAllow = stringList{"default/*"}
 	}
 	if d.DemoPassword == "" {
 		var b [12]byte

@@ -90,7 +90,6 @@ func DefaultOptions() Options {
 		KeyPrepublish:          time.Hour,
 		JWKSMaxAge:             15 * time.Minute,
 		ServiceAccountAudience: "rotor",
-		IntrospectionAllow:     stringList{"*/*"},
 		LoginFailuresPerMinute: 6,
 		LoginFailureBurst:      10,
 		APIQPS:                 500,
@@ -127,7 +126,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.JWKSMaxAge, "jwks-max-age", o.JWKSMaxAge, "Cache-Control max-age of the JWKS.")
 	fs.StringVar(&o.ServiceAccountAudience, "serviceaccount-audience", o.ServiceAccountAudience, "Audience ServiceAccount tokens must be minted for (kubectl create token SA --audience ...) to be exchanged or to call /introspect.")
 	fs.Var(&o.TokenExchangeAllow, "token-exchange-allow", "Comma-separated <namespace>/<serviceaccount> patterns (path.Match, e.g. team-a/*) allowed to exchange their ServiceAccount token (RFC 8693). Empty disables token exchange.")
-	fs.Var(&o.IntrospectionAllow, "introspection-allow", "Comma-separated <namespace>/<serviceaccount> patterns allowed to call /introspect with their ServiceAccount token.")
+	fs.Var(&o.IntrospectionAllow, "introspection-allow", "Comma-separated <namespace>/<serviceaccount> patterns allowed to call /introspect with their ServiceAccount token. Empty disables introspection.")
 	fs.Float64Var(&o.LoginFailuresPerMinute, "login-failures-per-minute", o.LoginFailuresPerMinute, "Failed logins allowed per minute, per username and per client address, after the burst.")
 	fs.IntVar(&o.LoginFailureBurst, "login-failure-burst", o.LoginFailureBurst, "Failed logins allowed in a burst, per username and per client address.")
 	fs.Float64Var(&o.APIQPS, "api-qps", o.APIQPS, "Queries per second of the issuer's session client to the API server.")
@@ -145,8 +144,12 @@ func (o *Options) Validate() error {
 	switch {
 	case o.IssuerURL == "":
 		errs = append(errs, errors.New("--issuer-url is required"))
-	case err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "":
-		errs = append(errs, fmt.Errorf("--issuer-url %q must be an absolute URL without query or fragment", o.IssuerURL))
+	case err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		errs = append(errs, fmt.Errorf("--issuer-url %q must be an absolute URL without user, query or fragment", o.IssuerURL))
+	case u.Path != "":
+		// rotor serves its endpoints at the root, and iss must be exactly
+		// what discovery says (no trailing slash either).
+		errs = append(errs, fmt.Errorf("--issuer-url %q must have no path", o.IssuerURL))
 	case u.Scheme == "http" && !o.InsecureHTTP:
 		errs = append(errs, errors.New("--issuer-url is http: but --insecure-http is not set"))
 	case u.Scheme != "https" && u.Scheme != "http":

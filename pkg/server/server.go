@@ -63,8 +63,9 @@ type Server struct {
 	listener net.Listener
 }
 
-// Leader election uses a Lease in rotor's namespace.
+// Leader election uses a Lease in rotor's namespace and records core Events.
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=rotor-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=rotor-system,resources=events,verbs=create;patch
 
 // New builds the manager and the issuer and opens the issuer's listener,
 // so that Addr is known before Start.

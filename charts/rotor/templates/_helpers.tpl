@@ -35,6 +35,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: rotor
 {{- end }}
 
+{{/* Labels of the `helm test` Pod: deliberately not matching rotor's selector. */}}
+{{- define "rotor.testLabels" -}}
+helm.sh/chart: {{ include "rotor.chart" . }}
+app.kubernetes.io/name: {{ include "rotor.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
 {{- define "rotor.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "rotor.fullname" .) .Values.serviceAccount.name }}
