@@ -53,7 +53,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *oauthError) {
-	if e.status == http.StatusMethodNotAllowed {
+	if e.status == http.StatusMethodNotAllowed && w.Header().Get("Allow") == "" {
 		w.Header().Set("Allow", http.MethodPost)
 	}
 	if e.retryAfter > 0 {

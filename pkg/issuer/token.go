@@ -88,7 +88,10 @@ func (i *Issuer) passwordGrant(r *http.Request, f form) (*tokenResponse, *oauthE
 	if oerr != nil {
 		return nil, oerr
 	}
-	clientID := i.clientID(f)
+	clientID, oerr := i.clientID(f)
+	if oerr != nil {
+		return nil, oerr
+	}
 	acct, err := i.accounts.Authenticate(r.Context(), username, password, clientAddr(r))
 	switch {
 	case errors.Is(err, accounts.ErrThrottled):
@@ -193,7 +196,10 @@ func (i *Issuer) exchangeGrant(r *http.Request, f form) (*tokenResponse, *oauthE
 	if !i.cfg.ExchangePolicy.Allows(id.Namespace, id.Name) {
 		return nil, newError(http.StatusBadRequest, errUnauthorizedClient, "this ServiceAccount may not exchange its token")
 	}
-	clientID := i.clientID(f)
+	clientID, oerr := i.clientID(f)
+	if oerr != nil {
+		return nil, oerr
+	}
 	access, _, err := i.minter.Mint(tokens.Subject{Subject: id.Username, ClientID: clientID, Audience: aud, Groups: id.Groups})
 	if err != nil {
 		return nil, i.internal(r, "minting access token", err)
@@ -230,12 +236,26 @@ func (i *Issuer) audience(f form) ([]string, *oauthError) {
 	return nil, newError(http.StatusBadRequest, errInvalidTarget, "the audience is not allowed")
 }
 
-func (i *Issuer) clientID(f form) string {
-	if id := f.get("client_id"); id != "" {
-		return id
+// clientID returns the request's client_id or the default one. A client_id
+// is printable ASCII (RFC 6749 appendix A.1) and fits a session.
+func (i *Issuer) clientID(f form) (string, *oauthError) {
+	id := f.get("client_id")
+	if id == "" {
+		return i.cfg.DefaultClientID, nil
 	}
-	return i.cfg.DefaultClientID
+	if len(id) > maxClientIDLength {
+		return "", newError(http.StatusBadRequest, errInvalidRequest, "client_id is too long")
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 || id[i] > 0x7e {
+			return "", newError(http.StatusBadRequest, errInvalidRequest, "client_id must be printable ASCII")
+		}
+	}
+	return id, nil
 }
+
+// maxClientIDLength is the RefreshToken CRD's limit on spec.clientID.
+const maxClientIDLength = 253
 
 // internal maps failures that are not the client's: an unreachable API
 // server or no signing key yet is 503 temporarily_unavailable (retry),

@@ -53,10 +53,13 @@ func ParseToken(token string) (name, hash string, ok bool) {
 	if !found || len(name) != len(namePrefix)+nameRandLen || !strings.HasPrefix(name, namePrefix) {
 		return "", "", false
 	}
-	if _, err := nameEncoding.DecodeString(name[len(namePrefix):]); err != nil {
+	// Only what newName produces: lowercase base32 that re-encodes to itself
+	// (the decoder would skip CR/LF and ignore trailing bits).
+	raw, err := nameEncoding.DecodeString(name[len(namePrefix):])
+	if err != nil || nameEncoding.EncodeToString(raw) != name[len(namePrefix):] {
 		return "", "", false
 	}
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(secret)
+	raw, err = base64.RawURLEncoding.Strict().DecodeString(secret)
 	if err != nil || len(raw) != secretBytes {
 		return "", "", false
 	}

@@ -19,6 +19,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,17 +165,19 @@ func BenchmarkSign(b *testing.B) {
 }
 
 // pairedBlock is how many operations of one kind run between clock reads:
-// small enough that load from elsewhere changes little between a JWT block
-// and the raw block next to it, large enough that reading the clock costs
-// nothing measurable.
+// a block is short (0.1–10 ms) next to a scheduler time slice, so most
+// blocks run uninterrupted even on a busy machine, and reading the clock
+// costs nothing measurable.
 const pairedBlock = 8
 
 // paired alternates blocks of jwt and raw (which goes first alternates too)
-// and reports each one's ns/op and their ratio.
+// and reports the median block time of each per operation, and their
+// ratio. Medians, not sums: on a shared machine a block that loses the CPU
+// for a time slice takes many times longer, and a few of those would
+// decide a sum.
 func paired(b *testing.B, jwt, raw func()) {
 	b.ReportAllocs()
-	var tJWT, tRaw time.Duration
-	var blocks int
+	var tJWT, tRaw []time.Duration
 	timed := func(op func()) time.Duration {
 		t := time.Now()
 		for range pairedBlock {
@@ -183,19 +186,23 @@ func paired(b *testing.B, jwt, raw func()) {
 		return time.Since(t)
 	}
 	for b.Loop() {
-		if blocks%2 == 0 {
-			tJWT += timed(jwt)
-			tRaw += timed(raw)
+		if len(tJWT)%2 == 0 {
+			tJWT = append(tJWT, timed(jwt))
+			tRaw = append(tRaw, timed(raw))
 		} else {
-			tRaw += timed(raw)
-			tJWT += timed(jwt)
+			tRaw = append(tRaw, timed(raw))
+			tJWT = append(tJWT, timed(jwt))
 		}
-		blocks++
 	}
-	n := float64(blocks * pairedBlock)
-	b.ReportMetric(float64(tJWT)/n, "jwt-ns/op")
-	b.ReportMetric(float64(tRaw)/n, "raw-ns/op")
-	b.ReportMetric(float64(tJWT)/float64(tRaw), "jwt/raw")
+	j, r := medianOf(tJWT), medianOf(tRaw)
+	b.ReportMetric(float64(j)/pairedBlock, "jwt-ns/op")
+	b.ReportMetric(float64(r)/pairedBlock, "raw-ns/op")
+	b.ReportMetric(float64(j)/float64(r), "jwt/raw")
+}
+
+func medianOf(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[len(d)/2]
 }
 
 // BenchmarkPairedSign: Minter.Mint against the raw signature, interleaved.
