@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -114,34 +113,12 @@ func (c *SessionCollector) Start(ctx context.Context) error {
 	}
 	c.wake = make(chan struct{}, 1)
 	go c.collectLoop(ctx)
-	res := c.Metadata.Resource(sessions.GroupVersionResource).Namespace(c.Namespace)
-	backoff := time.Second
-	for ctx.Err() == nil {
-		rv, err := c.relist(ctx)
-		if err != nil {
-			c.Log.Error(err, "listing sessions")
-			sleepCtx(ctx, backoff)
-			backoff = min(2*backoff, time.Minute)
-			continue
-		}
-		backoff = time.Second
-		for ctx.Err() == nil {
-			w, err := res.Watch(ctx, metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true, TimeoutSeconds: ptr.To[int64](600)})
-			if err != nil {
-				if !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
-					c.Log.Error(err, "watching sessions")
-					sleepCtx(ctx, backoff)
-				}
-				break
-			}
-			var gone bool
-			rv, gone = c.apply(w, rv)
-			w.Stop()
-			if gone {
-				break
-			}
-		}
-	}
+	(&sessions.MetadataWatch{
+		Resource: c.Metadata.Resource(sessions.GroupVersionResource).Namespace(c.Namespace),
+		List:     c.relist,
+		Event:    c.apply,
+		Log:      c.Log,
+	}).Run(ctx)
 	return nil
 }
 
@@ -171,34 +148,24 @@ func (c *SessionCollector) relist(ctx context.Context) (string, error) {
 	}
 }
 
-func (c *SessionCollector) apply(w watch.Interface, rv string) (string, bool) {
-	for ev := range w.ResultChan() {
-		if ev.Type == watch.Error {
-			status := apierrors.FromObject(ev.Object)
-			return rv, apierrors.IsResourceExpired(status) || apierrors.IsGone(status)
-		}
-		m, ok := ev.Object.(*metav1.PartialObjectMetadata)
-		if !ok {
-			continue
-		}
-		rv = m.ResourceVersion
-		wake := false
-		c.mu.Lock()
-		switch ev.Type {
-		case watch.Added, watch.Modified:
-			e := c.entryOf(m)
-			c.index[m.Name] = e
-			wake = c.next == 0 || e.due < c.next
-		case watch.Deleted:
-			delete(c.index, m.Name)
-		}
-		gcTracked.Set(float64(len(c.index)))
-		c.mu.Unlock()
-		if wake {
-			c.poke()
-		}
+// apply keeps the index current and wakes the collector for an earlier
+// collection time.
+func (c *SessionCollector) apply(t watch.EventType, m *metav1.PartialObjectMetadata) {
+	wake := false
+	c.mu.Lock()
+	switch t {
+	case watch.Added, watch.Modified:
+		e := c.entryOf(m)
+		c.index[m.Name] = e
+		wake = c.next == 0 || e.due < c.next
+	case watch.Deleted:
+		delete(c.index, m.Name)
 	}
-	return rv, false
+	gcTracked.Set(float64(len(c.index)))
+	c.mu.Unlock()
+	if wake {
+		c.poke()
+	}
 }
 
 func (c *SessionCollector) entryOf(m *metav1.PartialObjectMetadata) gcEntry {
@@ -361,13 +328,4 @@ func (c *SessionCollector) forget(it gcItem) {
 		delete(c.index, it.name)
 	}
 	c.mu.Unlock()
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
