@@ -144,6 +144,10 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
+	// RFC 9068 section 2.2 requires these of every access token.
+	if claims.Subject == "" || claims.ClientID == "" || claims.ID == "" || claims.IssuedAt == nil {
+		return nil, fmt.Errorf("%w: sub, client_id, jti and iat are required", ErrInvalidToken)
+	}
 	return claims, nil
 }
 

@@ -477,3 +477,16 @@ func TestMinterWithoutAnActiveKey(t *testing.T) {
 	g.Expect(token).To(BeEmpty())
 	g.Expect(exp).To(BeZero())
 }
+
+func TestVerifierRequiresTheClaimsOfRFC9068(t *testing.T) {
+	es := newTestKey(t, "es", keys.ES256, keys.StateActive)
+	v := newVerifier(newSet(es), clocktesting.NewFakeClock(t0))
+	for _, claim := range []string{"sub", "client_id", "jti", "iat"} {
+		t.Run("a token without "+claim+" is refused", func(t *testing.T) {
+			g := NewWithT(t)
+			claims, err := v.Verify(signWith(t, es, nil, with(goodClaims(), map[string]any{claim: nil})))
+			g.Expect(err).To(MatchError(tokens.ErrInvalidToken))
+			g.Expect(claims).To(BeNil())
+		})
+	}
+}
