@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -425,10 +426,14 @@ func (s *Store) read(ctx context.Context, name string) (*identityv1alpha1.Refres
 }
 
 // Evict drops a session from the cache unless the cache already holds the
-// given resourceVersion; the watch calls it for changes made elsewhere.
+// given resourceVersion or a newer one (the event of a refresh can arrive
+// after this replica cached the next one); the watch calls it for changes
+// made elsewhere. An empty resourceVersion (a deletion) always evicts.
 func (s *Store) Evict(name, resourceVersion string) {
-	if rt, ok := s.cache.Peek(name); ok && rt != nil && rt.ResourceVersion == resourceVersion {
-		return
+	if rt, ok := s.cache.Peek(name); ok && rt != nil && resourceVersion != "" {
+		if c, err := resourceversion.CompareResourceVersion(rt.ResourceVersion, resourceVersion); err == nil && c >= 0 {
+			return
+		}
 	}
 	s.cache.Remove(name)
 }

@@ -99,3 +99,33 @@ func TestARotationThatDidNotLandIsRetriedNormally(t *testing.T) {
 	g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, rt)).To(Succeed())
 	g.Expect(rt.Spec.Rotations).To(BeEquivalentTo(0), "nothing was written")
 }
+
+func TestEvictKeepsANewerEntry(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	counter := &atomic.Int32{}
+	store, err := sessions.NewStore(interceptor.NewClient(env.Client, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			counter.Add(1)
+			return c.Get(ctx, key, obj, opts...)
+		},
+	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
+	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "vic", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
+	g.Expect(err).NotTo(HaveOccurred())
+	tok, _, err = store.Rotate(ctx, tok, "", nil)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	// The create's watch event arrives late, after the rotation was cached.
+	store.Evict(created.Name, created.ResourceVersion)
+	tok, _, err = store.Rotate(ctx, tok, "", nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(counter.Load()).To(BeZero(), "a late event does not evict a newer entry")
+
+	// A deletion always evicts: the next refresh reads.
+	store.Evict(created.Name, "")
+	_, _, err = store.Rotate(ctx, tok, "", nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(counter.Load()).To(BeEquivalentTo(1))
+}
