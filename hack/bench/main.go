@@ -165,6 +165,7 @@ func measure(ctx context.Context, c config, log logr.Logger) error {
 	} else {
 		r.versions(c, nil)
 	}
+	r.loadavg("end")
 	r.add("run", "sizes", fmt.Sprintf("clients %s, %d refreshes and %d raw updates per level in %d rounds, %d logins at %d, sessions 0/%d/%d, %d expired for GC, parallelism %d, %d rounds of go test -bench with -benchtime %s",
 		joinInts(c.clients), c.refreshes, c.refreshes, c.rounds, c.logins, c.loginConc, c.sessions/10, c.sessions, c.gcSessions, c.parallelism, c.benchCount, c.benchtime), "", "")
 	r.add("run", "duration", fmt.Sprintf("%s (%s)", time.Since(start).Round(time.Second), strings.Join(r.phases, ", ")), "< 10 min with defaults", "")

@@ -55,9 +55,14 @@ func (r *report) markdown() string {
 func (r *report) machine(c config) {
 	r.add("run", "date", time.Now().UTC().Format("2006-01-02 15:04 MST"), "", "")
 	r.add("machine", "CPU", fmt.Sprintf("%s; %d cores (GOMAXPROCS %d), %s/%s", cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH), "", "")
+	r.loadavg("start")
+}
+
+// loadavg records the machine's load: on a shared machine it says how
+// quiet the run was.
+func (r *report) loadavg(when string) {
 	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
-		// A shared machine: the load at the start says how quiet it was.
-		r.add("machine", "load average at start (1, 5, 15 min)", strings.Join(strings.Fields(string(load))[:3], ", "), "", "")
+		r.add("machine", "load average at "+when+" (1, 5, 15 min)", strings.Join(strings.Fields(string(load))[:3], ", "), "", "")
 	}
 }
 

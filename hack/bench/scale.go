@@ -19,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/metadata"
@@ -247,11 +248,18 @@ func createSessions(ctx context.Context, kc client.Client, n, conc int, expired 
 	}()
 	res := parallel(conc, n, func(int) error {
 		i := idx.Add(1) - 1
+		rt := newSession(expired)
 		var err error
 		for attempt := range 5 {
-			rt := newSession(expired)
-			if err = kc.Create(ctx, rt); err == nil {
-				out[i] = stored{rt.Name, rt.UID, rt.ResourceVersion}
+			// Retry the same object: a create that timed out may have
+			// landed, and the store must hold exactly n sessions.
+			obj := rt.DeepCopy()
+			err = kc.Create(ctx, obj)
+			if apierrors.IsAlreadyExists(err) && attempt > 0 {
+				err = kc.Get(ctx, client.ObjectKeyFromObject(rt), obj)
+			}
+			if err == nil {
+				out[i] = stored{obj.Name, obj.UID, obj.ResourceVersion}
 				done.Add(1)
 				return nil
 			}
