@@ -324,6 +324,10 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	o.MetricsAddress = "0"
 	o.ProbeAddress = "0"
 	o.LeaderElect = true
+	// Short enough to watch a key rotation, a key deletion and a session
+	// collection happen under the chart's permissions.
+	o.AccessTokenTTL, o.ClockSkew, o.JWKSMaxAge, o.KeyPrepublish = 5*time.Second, 0, time.Second, 2*time.Second
+	o.RevokedRetention = time.Second
 	log, logs := bufferLogger(t)
 	ctrl.SetLogger(log)
 	klog.SetLogger(log) // client-go's errors (event broadcasters, informers) too
@@ -392,6 +396,30 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	g.Expect(sessions).To(HaveLen(1))
 	g.Expect(sessions[0].Spec.Rotations).To(Equal(int64(1)))
 	session := sessions[0]
+
+	// Garbage collection: a revoked session is deleted after its retention.
+	status, second := postToken(t, base, url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {password}})
+	g.Expect(status).To(Equal(http.StatusOK), "second login error %q", second.Error)
+	g.Expect(listRefreshTokens(t, ns)).To(HaveLen(2))
+	revoke, err := http.PostForm(base+"/revoke", url.Values{"token": {second.RefreshToken}})
+	g.Expect(err).NotTo(HaveOccurred())
+	revoke.Body.Close()
+	g.Expect(revoke.StatusCode).To(Equal(http.StatusOK))
+	g.Eventually(func() int { return len(listRefreshTokens(t, ns)) }).WithTimeout(30 * time.Second).Should(Equal(1))
+
+	// Key rotation on demand, and the retired key's deletion after
+	// access-token TTL + skew + JWKS max-age.
+	active, _ := srv.Keys.Active()
+	time.Sleep(o.KeyPrepublish) // the next key has been published long enough
+	activeSecret := &corev1.Secret{}
+	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: active.SecretName}, activeSecret)).To(Succeed())
+	activeSecret.Annotations["identity.rotor.dev/rotate"] = "now"
+	g.Expect(env.Client.Update(ctx, activeSecret)).To(Succeed())
+	g.Eventually(func() string { k, _ := srv.Keys.Active(); return k.KID }).WithTimeout(30 * time.Second).ShouldNot(Equal(active.KID))
+	g.Eventually(func() bool {
+		err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: active.SecretName}, &corev1.Secret{})
+		return apierrors.IsNotFound(err)
+	}).WithTimeout(30 * time.Second).Should(BeTrue(), "the retired key is deleted")
 
 	// ...and nothing more than it needs.
 	saClient, err := client.New(saCfg, client.Options{Scheme: env.Scheme})
