@@ -33,10 +33,20 @@ import (
 )
 
 const (
+	// scaleNamespace is the one rotor serve under test runs in.
 	scaleNamespace = "bench-scale"
+	// rawNamespace holds the raw-delete sample, out of that rotor's sight.
+	rawNamespace = "bench-raw"
 	// gcPageSize is the collector's list page (controllers.SessionCollector).
 	gcPageSize = 500
 	rssTarget  = 150 << 20
+	// gcLimit bounds the collector's run: even one ten times slower than
+	// the API server's deletes is done well within it.
+	gcLimit = 15 * time.Minute
+	// rawStopBefore is how long before the expiry the raw sample yields
+	// to the collector, and an earlier RSS sample's rotor is stopped (only
+	// the last one may collect).
+	rawStopBefore = 2 * time.Second
 )
 
 // stored is what a delete with rotor's preconditions needs.
@@ -46,11 +56,23 @@ type stored struct {
 	rv   string
 }
 
-// runScale measures a separate `rotor serve`, as deployed: its RSS with
-// stored sessions, and how fast its collector deletes expired ones next to
-// raw deletes at the same parallelism.
+// runScale measures a separate `rotor serve`, as deployed: its RSS with 0,
+// N/10 and N stored sessions, and how fast its collector deletes them,
+// next to raw deletes at the same parallelism.
+//
+// One set of sessions serves both: they are live while the RSS is sampled
+// but all expire at one moment chosen shortly after the last sample, and
+// the rotor of that sample, left running, collects them when its timer
+// fires. The moment comes from the create rate measured on the first part
+// of the raw-delete sample. The rest of that sample is created and deleted
+// in the time left before the expiry (stopping short of it, so that it
+// never overlaps the collector, and finishing after the collector if
+// time ran short), so that the margin for a slower fill is mostly work,
+// not waiting.
 func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *report) error {
 	cfg := rest.CopyConfig(cp.Config)
+	// No client-side rate limit: creates and raw deletes go as fast as
+	// the API server takes them.
 	cfg.QPS, cfg.UserAgent = -1, "rotor-bench-raw"
 	kc, err := client.New(cfg, client.Options{Scheme: server.Scheme()})
 	if err != nil {
@@ -60,9 +82,10 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	if err != nil {
 		return err
 	}
-	res := meta.Resource(sessions.GroupVersionResource).Namespace(scaleNamespace)
-	if err := kc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scaleNamespace}}); err != nil {
-		return err
+	for _, ns := range []string{scaleNamespace, rawNamespace} {
+		if err := kc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
 	}
 	dir, err := os.MkdirTemp("", "rotor-bench-")
 	if err != nil {
@@ -90,120 +113,350 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	}
 	rp := rotorProcess{bin: bin, kubeconfig: kcPath, dir: dir}
 
-	// RSS with 0, N/10 and N live sessions, a fresh process each time:
-	// startup (the collector's paged list) is where an issuer that holds
-	// every session runs out of memory.
-	var live []stored
-	var setup, rssTime time.Duration
+	var creates, rssTime, rawTime, waitTime, gcTime time.Duration
 	defer func() {
-		r.spent("filling the store (creates)", setup)
+		r.spent("creates (store and raw sample)", creates)
 		r.spent("RSS", rssTime)
-	}()
-	for _, n := range []int{0, c.sessions / 10, c.sessions} {
-		if n < len(live) || (n == len(live) && n > 0) {
-			continue
+		if c.gcSessions > 0 {
+			r.spent("raw deletes", rawTime)
+			r.spent("waiting for the expiry", waitTime)
+			r.spent("collector", gcTime)
 		}
-		if n > len(live) {
+	}()
+
+	// The first sessions created stay live for a week, the last
+	// gcSessions expire together.
+	longLived := c.sessions - c.gcSessions
+	var expiry time.Time
+	var raw *rawSample
+	var keep *proc // the last sample's rotor, left running to collect
+	defer func() {
+		if keep != nil {
+			keep.stop()
+		}
+	}()
+	var gcDone chan gcResult
+	// listedAt is when the collecting rotor had listed the sessions.
+	var listedAt time.Time
+	have := 0
+	for _, n := range rssLevels(c.sessions) {
+		if n > 0 && c.gcSessions > 0 && expiry.IsZero() {
+			// The create rate, measured on the first part of the raw
+			// sample, sets the moment the sessions expire.
+			raw = &rawSample{kc: kc, res: meta.Resource(sessions.GroupVersionResource).Namespace(rawNamespace), items: make([]stored, c.rawDeletes)}
+			probe := min(c.rawDeletes, max(1000, c.rawDeletes/10))
 			t := time.Now()
-			more, err := createSessions(ctx, kc, n-len(live), c.createConc, false)
-			if err != nil {
+			if err := raw.create(ctx, probe, c.createConc, time.Time{}); err != nil {
 				return err
 			}
-			live = append(live, more...)
-			setup += time.Since(t)
+			creates += time.Since(t)
+			var why string
+			expiry, why = chooseExpiry(c, raw.creates.rate(), probe)
+			progress("the %s expiring sessions expire at %s, in %s (%s)", thousands(c.gcSessions), expiry.Format("15:04:05"),
+				time.Until(expiry).Round(time.Second), why)
+		}
+		if n > have {
+			t := time.Now()
+			if err := createStore(ctx, kc, have, n, longLived, expiry, c.createConc); err != nil {
+				return err
+			}
+			have = n
+			creates += time.Since(t)
+		}
+		// A fresh process for each level: startup (the collector's paged
+		// list) is where an issuer that holds every session runs out of
+		// memory. The last one stays up to collect.
+		last := n == c.sessions && c.gcSessions > 0
+		var onListed func(*proc)
+		if last {
+			// Deletes cannot start before the collector has listed:
+			// from then on, or from just before the expiry, watch them.
+			gcDone = make(chan gcResult, 1)
+			onListed = func(p *proc) {
+				go func() { gcDone <- p.watchGC(ctx, meta, expiry.Add(-time.Second), c.sessions, longLived) }()
+			}
+		}
+		// Only the last sample's rotor may collect: an earlier one is
+		// stopped short of the expiry.
+		var stopBy time.Time
+		if !last && n > longLived && !expiry.IsZero() {
+			stopBy = expiry.Add(-rawStopBefore)
+		}
+		target, verdict, unmeasured := "", "", ""
+		if n == c.sessions {
+			target, unmeasured = fmt.Sprintf("≤ 150 MiB at %s", thousands(c.sessions)), "not measured"
+		}
+		what := fmt.Sprintf("rotor serve RSS, %s stored sessions (max VmRSS after ready and listed)", thousands(n))
+		late := fmt.Sprintf("**not measured**: the sessions expire at %s UTC, before this sample could end (the store filled slower than estimated: raise --expiry-margin)", expiry.UTC().Format("15:04:05"))
+		if !stopBy.IsZero() && !ahead(stopBy) {
+			progress("rotor serve with %s stored sessions: not measured, the sessions expire at %s", thousands(n), expiry.Format("15:04:05"))
+			r.add("scale", what, late, target, unmeasured)
+			continue
 		}
 		progress("rotor serve with %s stored sessions: RSS", thousands(n))
 		t := time.Now()
-		m, err := rp.measureRSS(ctx, counter, n, c.settle)
+		m, p, err := rp.measureRSS(ctx, counter, n, c.settle, last, onListed, stopBy)
 		rssTime += time.Since(t)
-		if err != nil {
+		keep = p
+		switch {
+		case errors.Is(err, errCutShort):
+			progress("  stopped: the sessions expire at %s", expiry.Format("15:04:05"))
+			r.add("scale", what, late, target, unmeasured)
+			continue
+		case err != nil:
 			return err
 		}
-		target, verdict := "", ""
-		if n == c.sessions {
-			target, verdict = fmt.Sprintf("≤ 150 MiB at %s", thousands(c.sessions)), check(m.rss <= rssTarget)
+		if last {
+			listedAt = t.Add(m.listed)
 		}
-		r.add("scale", fmt.Sprintf("rotor serve RSS, %s stored sessions (max VmRSS after ready and listed)", thousands(n)),
-			fmt.Sprintf("**%s** (VmHWM %s; ready %s after start, listed %s)", mib(m.rss), mib(m.hwm), m.ready.Round(10*time.Millisecond), m.listed.Round(10*time.Millisecond)), target, verdict)
+		if target != "" {
+			verdict = check(m.rss <= rssTarget)
+		}
+		value := fmt.Sprintf("**%s** (VmHWM %s; ready %s after start, listed %s)", mib(m.rss), mib(m.hwm), m.ready.Round(10*time.Millisecond), m.listed.Round(10*time.Millisecond))
+		if n > longLived && !expiry.IsZero() && !m.end.Before(expiry) {
+			// The collector may have been at work: not this figure.
+			progress("  the sessions expired at %s, before this sample ended (%s)", expiry.Format("15:04:05"), m.end.Format("15:04:05"))
+			value = fmt.Sprintf("**not measured**: the sessions expired at %s UTC, before the sample ended at %s (the store filled slower than estimated: raise --expiry-margin); max VmRSS %s with the collector at work",
+				expiry.UTC().Format("15:04:05"), m.end.UTC().Format("15:04:05"), mib(m.rss))
+			verdict = unmeasured
+		}
+		r.add("scale", what, value, target, verdict)
+	}
+	if c.gcSessions == 0 {
+		return nil
 	}
 
 	// Raw deletes: what the API server does at the collector's parallelism,
 	// with the collector's call (metadata client, UID and resourceVersion
-	// preconditions).
-	if len(live) < c.gcSessions {
-		t := time.Now()
-		more, err := createSessions(ctx, kc, c.gcSessions-len(live), c.createConc, false)
-		if err != nil {
+	// preconditions), while the store holds the sessions about to expire.
+	// Whatever is left at the expiry waits for the collector to finish.
+	stopAt := expiry.Add(-rawStopBefore)
+	t := time.Now()
+	if err := raw.create(ctx, c.rawDeletes, c.createConc, stopAt); err != nil {
+		return err
+	}
+	creates += time.Since(t)
+	if raw.made == c.rawDeletes {
+		progress("raw deletes of %s sessions at parallelism %d", thousands(c.rawDeletes), c.parallelism)
+		t = time.Now()
+		if err := raw.delete(ctx, c.parallelism, stopAt); err != nil {
 			return err
 		}
-		live = append(live, more...)
-		setup += time.Since(t)
+		rawTime += time.Since(t)
 	}
-	progress("raw deletes of %s sessions at parallelism %d", thousands(c.gcSessions), c.parallelism)
-	victims := live[:c.gcSessions]
-	left := len(live) - c.gcSessions
-	var idx atomic.Int64
-	raw := parallel(c.parallelism, len(victims), func(int) error {
-		s := victims[idx.Add(1)-1]
-		return res.Delete(ctx, s.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &s.uid, ResourceVersion: &s.rv}})
-	})
-	if raw.errs > 0 {
-		return fmt.Errorf("raw deletes: %w", raw.firstErr)
-	}
-	r.spent("raw deletes", raw.elapsed)
-	if n, err := countSessions(ctx, meta); err != nil || n != left {
-		return fmt.Errorf("after raw deletes %d sessions are stored, want %d (%v)", n, left, err)
+	beforeExpiry := raw.deleted
+	if raw.deleted < c.rawDeletes {
+		progress("the raw sample yields to the collector: %s of %s created, %s deleted; the rest follows the collector",
+			thousands(raw.made), thousands(c.rawDeletes), thousands(raw.deleted))
 	}
 
-	// The collector: the same number of sessions, created already expired
-	// while no rotor runs, then a fresh rotor serve catches up.
-	t := time.Now()
-	if _, err := createSessions(ctx, kc, c.gcSessions, c.createConc, true); err != nil {
-		return err
+	// The collector: the rotor of the last RSS sample, woken by its timer.
+	t = time.Now()
+	if wait := time.Until(expiry); wait > 0 {
+		progress("waiting %s for the expiry at %s", wait.Round(100*time.Millisecond), expiry.Format("15:04:05"))
 	}
-	setup += time.Since(t)
 	progress("rotor serve collecting %s expired sessions", thousands(c.gcSessions))
-	gc, err := rp.measureGC(ctx, meta, c.gcSessions+left, left)
-	if err != nil {
-		return err
+	var gc gcResult
+	select {
+	case gc = <-gcDone:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	r.spent("collector", gc.total)
-	gcRate := float64(c.gcSessions) / gc.collecting.Seconds()
+	if expiry.After(t) {
+		waitTime, gcTime = expiry.Sub(t), time.Since(expiry)
+	} else {
+		gcTime = time.Since(t)
+	}
+	keep.stop()
+	keep = nil
+	if gc.err != nil {
+		return gc.err
+	}
+
+	if raw.deleted < c.rawDeletes {
+		t := time.Now()
+		if err := raw.create(ctx, c.rawDeletes, c.createConc, time.Time{}); err != nil {
+			return err
+		}
+		creates += time.Since(t)
+		progress("raw deletes of the remaining %s sessions at parallelism %d", thousands(c.rawDeletes-raw.deleted), c.parallelism)
+		t = time.Now()
+		if err := raw.delete(ctx, c.parallelism, time.Time{}); err != nil {
+			return err
+		}
+		rawTime += time.Since(t)
+	}
+	if n, err := countSessions(ctx, meta, rawNamespace); err != nil || n != 0 {
+		return fmt.Errorf("after raw deletes %d sessions are stored, want 0 (%v)", n, err)
+	}
+
+	gcRate := float64(c.gcSessions) / gc.last.Sub(gc.first).Seconds()
 	note := ""
 	if qps := server.DefaultOptions().APIQPS; gcRate > 0.9*qps {
 		// The collector deletes through the metadata client built from
 		// the issuer's config: --api-qps applies to it too.
 		note = fmt.Sprintf("; at the metadata client's --api-qps %.0f", qps)
 	}
-	r.add("garbage collection", fmt.Sprintf("rotor's collector, %s expired sessions (catch-up after start)", thousands(c.gcSessions)),
-		fmt.Sprintf("**%.0f deletes/s** (%s from the first to the last delete; %s from process start; RSS max %s%s)",
-			gcRate, gc.collecting.Round(100*time.Millisecond), gc.total.Round(100*time.Millisecond), mib(gc.rss), note), "", "")
-	r.add("garbage collection", fmt.Sprintf("limit: raw deletes, parallelism %d (metadata client, UID+resourceVersion preconditions)", c.parallelism),
-		fmt.Sprintf("**%.0f deletes/s** (%s, p50 %s, p99 %s)", raw.rate(), raw.elapsed.Round(100*time.Millisecond),
-			ms(percentile(sortedCopy(raw.lat), 0.5)), ms(percentile(sortedCopy(raw.lat), 0.99))), "", "")
-	r.add("garbage collection", "collector ÷ limit", fmt.Sprintf("**%.2f**", gcRate/raw.rate()), "", "")
+	how := "the running rotor of the last RSS sample, woken by its timer"
+	if !listedAt.Before(expiry) {
+		how = "catch-up: they had expired before the rotor of the last RSS sample had listed them"
+	}
+	r.add("garbage collection", fmt.Sprintf("rotor's collector, %s sessions expiring at once (%s)", thousands(c.gcSessions), how),
+		fmt.Sprintf("**%.0f deletes/s** (%s from the first to the last delete; first delete seen %s after the expiry; RSS max %s%s)",
+			gcRate, gc.last.Sub(gc.first).Round(100*time.Millisecond), gc.first.Sub(expiry).Round(100*time.Millisecond), mib(gc.rss), note), "", "")
+	split := ""
+	if beforeExpiry < c.rawDeletes {
+		split = fmt.Sprintf("; %s before the expiry, %s after the collector", thousands(beforeExpiry), thousands(c.rawDeletes-beforeExpiry))
+	}
+	r.add("garbage collection", fmt.Sprintf("limit: raw deletes of a %s-session sample, parallelism %d (metadata client, UID+resourceVersion preconditions)", thousands(c.rawDeletes), c.parallelism),
+		fmt.Sprintf("**%.0f deletes/s** (%s, p50 %s, p99 %s%s)", raw.deletes.rate(), raw.deletes.elapsed.Round(100*time.Millisecond),
+			ms(percentile(sortedCopy(raw.deletes.lat), 0.5)), ms(percentile(sortedCopy(raw.deletes.lat), 0.99)), split), "", "")
+	r.add("garbage collection", "collector ÷ limit", fmt.Sprintf("**%.2f**", gcRate/raw.deletes.rate()), "", "")
 	return nil
+}
+
+// rssLevels are the stored-session counts RSS is measured at: 0, n/10, n.
+func rssLevels(n int) []int {
+	levels := []int{0}
+	for _, l := range []int{n / 10, n} {
+		if l > levels[len(levels)-1] {
+			levels = append(levels, l)
+		}
+	}
+	return levels
+}
+
+// chooseExpiry picks the moment the sessions expire: after the store is
+// filled, the RSS samples are taken and the rest of the raw sample is
+// created and deleted, plus the margin. The estimates are meant to be
+// right, not pessimistic: the raw sample stops short of the expiry, so
+// the slack for a slower fill is its time plus --expiry-margin, and every
+// second over the estimate is a second of waiting.
+func chooseExpiry(c config, rate float64, probed int) (time.Time, string) {
+	per := func(n int, rate float64) time.Duration {
+		return time.Duration(float64(n) / rate * float64(time.Second))
+	}
+	fill := per(c.sessions, rate)
+	var rss time.Duration
+	for _, n := range rssLevels(c.sessions)[1:] {
+		// Start, the collector's paged list (about 8,000 sessions a
+		// second on 2 busy cores), settle, stop.
+		rss += 1500*time.Millisecond + per(n, 8000) + c.settle
+	}
+	// Deletes are a little faster than creates (no validation).
+	raw := per(c.rawDeletes-probed, rate) + per(c.rawDeletes, 1.2*rate)
+	at := time.Now().Add(fill + rss + raw + c.expiryMargin).Truncate(time.Second).Add(time.Second)
+	return at, fmt.Sprintf("at %.0f creates/s: filling %s, RSS samples %s, raw sample %s, margin %s",
+		rate, fill.Round(time.Second), rss.Round(time.Second), raw.Round(time.Second), c.expiryMargin)
+}
+
+// rawSample is the raw-delete baseline: sessions in their own namespace,
+// created and then deleted straight through the API, in parts if the
+// expiry comes first.
+type rawSample struct {
+	kc    client.Client
+	res   metadata.ResourceInterface
+	items []stored
+	// made and deleted count the items created and deleted so far.
+	made, deleted    int
+	creates, deletes run
+}
+
+func (s *rawSample) create(ctx context.Context, upTo, conc int, stopAt time.Time) error {
+	if s.made >= upTo || !ahead(stopAt) {
+		return nil
+	}
+	res, next, err := createSessions(ctx, s.kc, rawNamespace, s.items, s.made, upTo, conc, upTo, time.Time{}, stopAt)
+	s.creates.merge(res)
+	s.made = next
+	return err
+}
+
+func (s *rawSample) delete(ctx context.Context, conc int, stopAt time.Time) error {
+	if s.deleted >= s.made || !ahead(stopAt) {
+		return nil
+	}
+	res, next := pool(conc, s.deleted, s.made, stopAt, func(i int) error {
+		it := s.items[i]
+		return s.res.Delete(ctx, it.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &it.uid, ResourceVersion: &it.rv}})
+	})
+	s.deletes.merge(res)
+	s.deleted = next
+	if res.errs > 0 {
+		return fmt.Errorf("raw deletes: %w", res.firstErr)
+	}
+	return nil
+}
+
+// ahead reports whether stopAt (zero: never) is still ahead.
+func ahead(stopAt time.Time) bool {
+	return stopAt.IsZero() || time.Now().Before(stopAt)
+}
+
+// pool runs conc workers over the indices [from, to), op(i) once each,
+// until all are done, one fails, or stopAt (zero: never) has passed. It
+// returns the timing and how far it got: unless an op failed, every index
+// below next was done.
+func pool(conc, from, to int, stopAt time.Time, op func(i int) error) (res run, next int) {
+	var idx atomic.Int64
+	idx.Store(int64(from))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range max(1, min(conc, to-from)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []time.Duration
+			var err error
+			for ahead(stopAt) {
+				i := int(idx.Add(1) - 1)
+				if i >= to {
+					break
+				}
+				t := time.Now()
+				if err = op(i); err != nil {
+					break
+				}
+				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			res.lat = append(res.lat, lat...)
+			if err != nil {
+				res.errs++
+				if res.firstErr == nil {
+					res.firstErr = err
+				}
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.ops = len(res.lat)
+	return res, min(int(idx.Load()), to)
 }
 
 var nameEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 // newSession is a RefreshToken as rotor's store writes it at login (name
-// format, spec, the expires-at annotation the collector reads), live for a
-// week or expired an hour ago.
-func newSession(expired bool) *identityv1alpha1.RefreshToken {
+// format, spec, the expires-at annotation the collector reads): live for a
+// week, or (expiresAt set) with an absolute lifetime ending at expiresAt,
+// which caps the sliding expiry as rotor does.
+func newSession(namespace string, expiresAt time.Time) *identityv1alpha1.RefreshToken {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	now := time.Now().Truncate(time.Second)
 	abs := now.Add(30 * 24 * time.Hour)
-	exp, used := now.Add(7*24*time.Hour), now
-	if expired {
-		exp, used = now.Add(-time.Hour), now.Add(-7*24*time.Hour-time.Hour)
+	if !expiresAt.IsZero() {
+		abs = expiresAt
 	}
+	exp := minTime(now.Add(7*24*time.Hour), abs)
 	return &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace:   scaleNamespace,
+			Namespace:   namespace,
 			Name:        "rt-" + nameEncoding.EncodeToString(b[:]),
-			Annotations: map[string]string{sessions.ExpiresAtAnnotation: minTime(exp, abs).UTC().Format(time.RFC3339)},
+			Annotations: map[string]string{sessions.ExpiresAtAnnotation: exp.UTC().Format(time.RFC3339)},
 		},
 		Spec: identityv1alpha1.RefreshTokenSpec{
 			Subject:           "user-" + strconv.Itoa(int(b[0])),
@@ -215,24 +468,38 @@ func newSession(expired bool) *identityv1alpha1.RefreshToken {
 			State:             identityv1alpha1.SessionActive,
 			ExpiresAt:         metav1.NewTime(exp),
 			AbsoluteExpiresAt: metav1.NewTime(abs),
-			LastUsedAt:        metav1.NewTime(used),
+			LastUsedAt:        metav1.NewTime(now),
 		},
 	}
 }
 
-// createSessions fills the store concurrently (setup, not a measurement).
-func createSessions(ctx context.Context, kc client.Client, n, conc int, expired bool) ([]stored, error) {
+// createStore adds sessions from..to-1 to the store rotor serves: those
+// below liveBelow live for a week, the others expire at expiresAt.
+func createStore(ctx context.Context, kc client.Client, from, to, liveBelow int, expiresAt time.Time, conc int) error {
+	_, _, err := createSessions(ctx, kc, scaleNamespace, nil, from, to, conc, liveBelow, expiresAt, time.Time{})
+	return err
+}
+
+// createSessions creates sessions from..to-1 in namespace concurrently,
+// until stopAt (zero: never) has passed, and keeps what deleting each needs
+// in out (nil: not kept). Those below liveBelow live for a week, the others
+// expire at expiresAt. It returns the timing and how far it got.
+func createSessions(ctx context.Context, kc client.Client, namespace string, out []stored, from, to, conc, liveBelow int, expiresAt time.Time, stopAt time.Time) (run, int, error) {
+	n := to - from
 	kind := "live"
-	if expired {
-		kind = "expired"
+	switch {
+	case expiresAt.IsZero() || liveBelow >= to:
+	case liveBelow <= from:
+		kind = "expiring"
+	default:
+		kind = "live and expiring"
 	}
-	progress("creating %s %s sessions (concurrency %d)", thousands(n), kind, conc)
-	out := make([]stored, n)
-	var idx atomic.Int64
+	progress("creating %s %s sessions in %s (concurrency %d)", thousands(n), kind, namespace, conc)
 	var done atomic.Int64
 	stopTicker := make(chan struct{})
 	var tick sync.WaitGroup
 	tick.Add(1)
+	start := time.Now()
 	go func() {
 		defer tick.Done()
 		t := time.NewTicker(15 * time.Second)
@@ -242,24 +509,36 @@ func createSessions(ctx context.Context, kc client.Client, n, conc int, expired 
 			case <-stopTicker:
 				return
 			case <-t.C:
-				progress("  %s/%s created", thousands(int(done.Load())), thousands(n))
+				d := int(done.Load())
+				rate := float64(d) / time.Since(start).Seconds()
+				msg := fmt.Sprintf("  %s/%s created (%.0f/s)", thousands(d), thousands(n), rate)
+				if !expiresAt.IsZero() && rate > 0 {
+					msg += fmt.Sprintf(", done in ~%s; the sessions expire in %s",
+						(time.Duration(float64(n-d)/rate) * time.Second).Round(time.Second), time.Until(expiresAt).Round(time.Second))
+				}
+				progress("%s", msg)
 			}
 		}
 	}()
-	res := parallel(conc, n, func(int) error {
-		i := idx.Add(1) - 1
-		rt := newSession(expired)
+	res, next := pool(conc, from, to, stopAt, func(i int) error {
+		exp := expiresAt
+		if i < liveBelow {
+			exp = time.Time{}
+		}
+		rt := newSession(namespace, exp)
 		var err error
 		for attempt := range 5 {
 			// Retry the same object: a create that timed out may have
-			// landed, and the store must hold exactly n sessions.
+			// landed, and the store must hold exactly the sessions made.
 			obj := rt.DeepCopy()
 			err = kc.Create(ctx, obj)
 			if apierrors.IsAlreadyExists(err) && attempt > 0 {
 				err = kc.Get(ctx, client.ObjectKeyFromObject(rt), obj)
 			}
 			if err == nil {
-				out[i] = stored{obj.Name, obj.UID, obj.ResourceVersion}
+				if out != nil {
+					out[i] = stored{obj.Name, obj.UID, obj.ResourceVersion}
+				}
 				done.Add(1)
 				return nil
 			}
@@ -273,16 +552,20 @@ func createSessions(ctx context.Context, kc client.Client, n, conc int, expired 
 	close(stopTicker)
 	tick.Wait()
 	if res.errs > 0 {
-		return nil, fmt.Errorf("creating sessions: %w", res.firstErr)
+		return res, next, fmt.Errorf("creating sessions: %w", res.firstErr)
 	}
-	progress("  %s created in %s (%.0f/s)", thousands(n), res.elapsed.Round(100*time.Millisecond), res.rate())
-	return out, nil
+	stopped := ""
+	if next < to {
+		stopped = fmt.Sprintf(" (stopped short of the expiry, %s left)", thousands(to-next))
+	}
+	progress("  %s created in %s (%.0f/s)%s", thousands(res.ops), res.elapsed.Round(100*time.Millisecond), res.rate(), stopped)
+	return res, next, nil
 }
 
-// countSessions counts stored sessions with one small list: the first item
-// and the API server's count of the rest.
-func countSessions(ctx context.Context, meta metadata.Interface) (int, error) {
-	res := meta.Resource(sessions.GroupVersionResource).Namespace(scaleNamespace)
+// countSessions counts the sessions stored in namespace with one small
+// list: the first item and the API server's count of the rest.
+func countSessions(ctx context.Context, meta metadata.Interface, namespace string) (int, error) {
+	res := meta.Resource(sessions.GroupVersionResource).Namespace(namespace)
 	opts := metav1.ListOptions{Limit: 1}
 	l, err := res.List(ctx, opts)
 	if err != nil {
@@ -314,7 +597,10 @@ type proc struct {
 	cmd      *exec.Cmd
 	probeURL string
 	logPath  string
-	exited   chan error
+	// exited is closed when the process has exited, with waitErr set.
+	exited   chan struct{}
+	waitErr  error
+	stopOnce sync.Once
 }
 
 func (rp *rotorProcess) start() (*proc, error) {
@@ -341,10 +627,11 @@ func (rp *rotorProcess) start() (*proc, error) {
 		logFile.Close()
 		return nil, err
 	}
-	p := &proc{cmd: cmd, probeURL: "http://" + probe + "/readyz", logPath: logPath, exited: make(chan error, 1)}
+	p := &proc{cmd: cmd, probeURL: "http://" + probe + "/readyz", logPath: logPath, exited: make(chan struct{})}
 	go func() {
-		p.exited <- cmd.Wait()
+		p.waitErr = cmd.Wait()
 		logFile.Close()
+		close(p.exited)
 	}()
 	return p, nil
 }
@@ -352,12 +639,24 @@ func (rp *rotorProcess) start() (*proc, error) {
 // stop sends SIGTERM, so the leader releases its Lease and the next
 // process leads at once, and kills after 20s.
 func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.stopOnce.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+}
+
+// gone returns an error if the process has exited.
+func (p *proc) gone() error {
 	select {
 	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
+		return p.failed(fmt.Errorf("rotor exited: %v", p.waitErr))
+	default:
+		return nil
 	}
 }
 
@@ -397,34 +696,52 @@ func (p *proc) memory() (rss, hwm int64, err error) {
 type rssResult struct {
 	rss, hwm      int64
 	ready, listed time.Duration
+	// end is when the last sample was taken.
+	end time.Time
 }
+
+// errCutShort is measureRSS's error when stopBy came first.
+var errCutShort = errors.New("RSS sample cut short")
 
 // measureRSS starts rotor with n sessions stored and samples its RSS until
 // it is ready, the collector has listed every page (seen in the API
-// server's LIST count) and settle has passed; it reports the largest sample.
-func (rp *rotorProcess) measureRSS(ctx context.Context, counter *apiCounter, n int, settle time.Duration) (rssResult, error) {
+// server's LIST count) and settle has passed; it reports the largest
+// sample. onListed (if set) is called once the collector has listed. With
+// keep the process is left running and returned, else it is stopped. If
+// stopBy (zero: none) comes first, the process is stopped then and the
+// error is errCutShort.
+func (rp *rotorProcess) measureRSS(ctx context.Context, counter *apiCounter, n int, settle time.Duration, keep bool, onListed func(*proc), stopBy time.Time) (rssResult, *proc, error) {
+	var m rssResult
 	before, err := counter.snapshot(ctx)
 	if err != nil {
-		return rssResult{}, err
+		return m, nil, err
 	}
 	p, err := rp.start()
 	if err != nil {
-		return rssResult{}, err
+		return m, nil, err
 	}
-	defer p.stop()
+	if err := p.sampleRSS(ctx, counter, before, n, settle, onListed, stopBy, &m); err != nil || !keep {
+		p.stop()
+		return m, nil, err
+	}
+	return m, p, nil
+}
+
+func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before requestCounts, n int, settle time.Duration, onListed func(*proc), stopBy time.Time, m *rssResult) error {
 	start := time.Now()
-	var m rssResult
 	sample := func() error {
-		select {
-		case err := <-p.exited:
-			return p.failed(fmt.Errorf("rotor exited: %v", err))
-		default:
+		if !ahead(stopBy) {
+			return errCutShort
+		}
+		if err := p.gone(); err != nil {
+			return err
 		}
 		rss, hwm, err := p.memory()
 		if err != nil {
 			return err
 		}
 		m.rss, m.hwm = max(m.rss, rss), max(m.hwm, hwm)
+		m.end = time.Now()
 		return nil
 	}
 	// The collector lists ceil(n/500) pages (at least one), the eviction
@@ -433,7 +750,7 @@ func (rp *rotorProcess) measureRSS(ctx context.Context, counter *apiCounter, n i
 	deadline := start.Add(3 * time.Minute)
 	for m.ready == 0 || m.listed == 0 {
 		if err := sample(); err != nil {
-			return m, err
+			return err
 		}
 		if m.ready == 0 && probeOK(p.probeURL) {
 			m.ready = time.Since(start)
@@ -441,23 +758,26 @@ func (rp *rotorProcess) measureRSS(ctx context.Context, counter *apiCounter, n i
 		if m.listed == 0 {
 			now, err := counter.snapshot(ctx)
 			if err != nil {
-				return m, err
+				return err
 			}
 			if now.minus(before).verb("LIST") >= wantLists {
 				m.listed = time.Since(start)
+				if onListed != nil {
+					onListed(p)
+				}
 			}
 		}
 		if time.Now().After(deadline) {
-			return m, p.failed(errors.New("rotor not ready and listed within 3 minutes"))
+			return p.failed(errors.New("rotor not ready and listed within 3 minutes"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	for end := time.Now().Add(settle); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
 		if err := sample(); err != nil {
-			return m, err
+			return err
 		}
 	}
-	return m, sample()
+	return sample()
 }
 
 func probeOK(u string) bool {
@@ -471,49 +791,49 @@ func probeOK(u string) bool {
 }
 
 type gcResult struct {
-	collecting, total time.Duration
-	rss               int64
+	// first and last are when the first and the last delete were seen.
+	first, last time.Time
+	rss         int64
+	err         error
 }
 
-// measureGC starts rotor with stored sessions of which all but left are
-// expired, and times until only left remain: from process start, and from
-// the first delete seen to the last.
-func (rp *rotorProcess) measureGC(ctx context.Context, meta metadata.Interface, stored, left int) (gcResult, error) {
-	p, err := rp.start()
-	if err != nil {
-		return gcResult{}, err
+// watchGC counts the stored sessions every 100ms from `from` on until
+// only left of them remain, noting when the first and the last delete
+// were seen and the process's largest RSS.
+func (p *proc) watchGC(ctx context.Context, meta metadata.Interface, from time.Time, stored, left int) (g gcResult) {
+	select {
+	case <-time.After(time.Until(from)):
+	case <-p.exited:
+		g.err = p.gone()
+		return g
+	case <-ctx.Done():
+		g.err = ctx.Err()
+		return g
 	}
-	defer p.stop()
-	start := time.Now()
-	var g gcResult
-	var first time.Time
-	// Bounded: even a collector ten times slower than the API server's
-	// deletes should be done well within this.
-	deadline := start.Add(15 * time.Minute)
+	deadline := time.Now().Add(gcLimit)
 	for {
-		select {
-		case err := <-p.exited:
-			return g, p.failed(fmt.Errorf("rotor exited: %v", err))
-		default:
+		if g.err = p.gone(); g.err != nil {
+			return g
 		}
 		if rss, _, err := p.memory(); err == nil {
 			g.rss = max(g.rss, rss)
 		}
-		n, err := countSessions(ctx, meta)
+		n, err := countSessions(ctx, meta, scaleNamespace)
 		if err != nil {
-			return g, err
+			g.err = err
+			return g
 		}
 		now := time.Now()
-		if first.IsZero() && n < stored {
-			first = now
+		if g.first.IsZero() && n < stored {
+			g.first = now
 		}
 		if n <= left {
-			g.total = now.Sub(start)
-			g.collecting = now.Sub(first)
-			return g, nil
+			g.last = now
+			return g
 		}
 		if now.After(deadline) {
-			return g, p.failed(fmt.Errorf("collector left %d of %d expired sessions after 15 minutes", n-left, stored-left))
+			g.err = p.failed(fmt.Errorf("collector left %d of %d expired sessions after %s", n-left, stored-left, gcLimit))
+			return g
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
