@@ -81,7 +81,7 @@ func main() {
 	flag.IntVar(&c.parallelism, "parallelism", 8, "Parallel raw deletes; rotor's collector uses 8 workers.")
 	flag.IntVar(&c.createConc, "create-concurrency", 16, "Parallel creates when filling the store and making the raw sample (setup, not measured; no client-side rate limit).")
 	flag.DurationVar(&c.settle, "settle", 5*time.Second, "How long RSS is sampled after rotor is ready and has listed the sessions.")
-	flag.DurationVar(&c.expiryMargin, "expiry-margin", 15*time.Second, "Slack in the moment the sessions expire, on top of the time estimated (from the measured create rate) to fill the store, take the RSS samples and run the raw-delete sample; the raw sample yields to the collector if time runs short, so it is slack too.")
+	flag.DurationVar(&c.expiryMargin, "expiry-margin", 90*time.Second, "Slack in the moment the sessions expire, on top of the time estimated (from the measured create rate) to fill the store, take the RSS samples and run the raw-delete sample; the raw sample yields to the collector if time runs short, so it is slack too.")
 	flag.IntVar(&c.benchCount, "bench-count", 3, "Rounds of the signing benchmarks (each test binary run once per round); medians are reported.")
 	flag.StringVar(&c.benchtime, "benchtime", "500ms", "-test.benchtime of each signing benchmark.")
 	flag.BoolVar(&c.skipCrypto, "skip-crypto", false, "Skip the signing benchmarks.")
