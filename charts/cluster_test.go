@@ -419,7 +419,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	g.Eventually(func() bool {
 		err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: active.SecretName}, &corev1.Secret{})
 		return apierrors.IsNotFound(err)
-	}).WithTimeout(30 * time.Second).Should(BeTrue(), "the retired key is deleted")
+	}).WithTimeout(30*time.Second).Should(BeTrue(), "the retired key is deleted")
 
 	// ...and nothing more than it needs.
 	saClient, err := client.New(saCfg, client.Options{Scheme: env.Scheme})
