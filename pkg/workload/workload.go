@@ -69,14 +69,15 @@ func (r *Reviewer) Review(ctx context.Context, token string) (Identity, error) {
 	if !st.Authenticated || st.Error != "" || !slices.Contains(st.Audiences, r.Audience) {
 		return Identity{}, ErrNotAuthenticated
 	}
-	ns, name, ok := parseUsername(st.User.Username)
+	ns, name, ok := SubjectFromUsername(st.User.Username)
 	if !ok {
 		return Identity{}, ErrNotAuthenticated
 	}
 	return Identity{Namespace: ns, Name: name, Username: st.User.Username, Groups: st.User.Groups}, nil
 }
 
-func parseUsername(u string) (ns, name string, ok bool) {
+// SubjectFromUsername parses system:serviceaccount:<ns>:<name>.
+func SubjectFromUsername(u string) (ns, name string, ok bool) {
 	rest, found := strings.CutPrefix(u, ServiceAccountPrefix)
 	if !found {
 		return "", "", false
@@ -84,9 +85,6 @@ func parseUsername(u string) (ns, name string, ok bool) {
 	ns, name, ok = strings.Cut(rest, ":")
 	return ns, name, ok && ns != "" && name != "" && !strings.Contains(name, ":")
 }
-
-// SubjectFromUsername parses system:serviceaccount:<ns>:<name>.
-func SubjectFromUsername(u string) (ns, name string, ok bool) { return parseUsername(u) }
 
 // Policy says which ServiceAccounts may do something: a list of
 // "<namespace>/<serviceaccount>" patterns where either part may be a
