@@ -195,6 +195,13 @@ func (c *SessionCollector) collectLoop(ctx context.Context) {
 		if !next.IsZero() {
 			timer = c.Clock.NewTimer(next.Sub(c.Clock.Now()))
 			fire = timer.C()
+			// The clock may have passed next while collect ran; a timer
+			// armed in the past fires at once on a real clock but only at
+			// the next step of a fake one, so collect again now.
+			if !c.Clock.Now().Before(next) {
+				timer.Stop()
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -52,6 +52,13 @@ func (f *gcFixture) start(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
+// step moves the clock once the collector sleeps on it, as time would pass
+// for a running collector.
+func (f *gcFixture) step(g Gomega, d time.Duration) {
+	g.Eventually(f.clock.HasWaiters, "5s", "5ms").Should(BeTrue(), "the collector sleeps until its next collection time")
+	f.clock.Step(d)
+}
+
 func (f *gcFixture) login(t *testing.T, subject string) string {
 	t.Helper()
 	token, _, err := f.store.Create(context.Background(), sessions.Grant{
@@ -86,26 +93,26 @@ func TestSessionCollectorDeletesWhatHasEnded(t *testing.T) {
 	f.start(t)
 	g.Consistently(names, "300ms").Should(HaveLen(4), "nothing is due yet")
 
-	f.clock.Step(31 * time.Minute) // t=31m: revoked-early is past its retention
+	f.step(g, 31*time.Minute) // t=31m: revoked-early is past its retention
 	g.Eventually(names, "10s").Should(ConsistOf("idle", "active", "revoked-later"))
 
 	active = refresh(t, f, active)
 	g.Expect(f.store.Revoke(ctx, revokedLater)).To(Succeed())
-	f.clock.Step(29*time.Minute + 30*time.Second) // t=60m30s: idle unused for an hour
+	f.step(g, 29*time.Minute+30*time.Second) // t=60m30s: idle unused for an hour
 	g.Eventually(names, "10s").Should(ConsistOf("active", "revoked-later"))
 
-	f.clock.Step(time.Minute) // t=61m30s: revoked-later past its retention
+	f.step(g, time.Minute) // t=61m30s: revoked-later past its retention
 	g.Eventually(names, "10s").Should(ConsistOf("active"))
 
 	for range 2 { // refreshed every 50 minutes, the session stays (t=2h41m30s)...
 		active = refresh(t, f, active)
-		f.clock.Step(50 * time.Minute)
+		f.step(g, 50*time.Minute)
 		g.Consistently(names, "200ms").Should(ConsistOf("active"))
 	}
 	refresh(t, f, active)
-	f.clock.Step(10 * time.Minute)
+	f.step(g, 10*time.Minute)
 	g.Consistently(names, "200ms").Should(ConsistOf("active"))
-	f.clock.Step(10 * time.Minute) // ...until its absolute expiry at 3h, however recently used
+	f.step(g, 10*time.Minute) // ...until its absolute expiry at 3h, however recently used
 	g.Eventually(names, "10s").Should(BeEmpty())
 }
 
