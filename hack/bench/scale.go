@@ -19,7 +19,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/metadata"
@@ -112,10 +111,11 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 		return fmt.Errorf("%s: %w (run 'make build')", c.rotorBin, err)
 	}
 	rp := rotorProcess{bin: bin, kubeconfig: kcPath, dir: dir}
+	seeder := newEtcdSeeder(cp.EtcdURL())
 
 	var creates, rssTime, rawTime, waitTime, gcTime time.Duration
 	defer func() {
-		r.spent("creates (store and raw sample)", creates)
+		r.spent("seeding (store and raw sample)", creates)
 		r.spent("RSS", rssTime)
 		if c.gcSessions > 0 {
 			r.spent("raw deletes", rawTime)
@@ -141,23 +141,38 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	have := 0
 	for _, n := range rssLevels(c.sessions) {
 		if n > 0 && c.gcSessions > 0 && expiry.IsZero() {
-			// The create rate, measured on the first part of the raw
-			// sample, sets the moment the sessions expire.
-			raw = &rawSample{kc: kc, res: meta.Resource(sessions.GroupVersionResource).Namespace(rawNamespace), items: make([]stored, c.rawDeletes)}
-			probe := min(c.rawDeletes, max(1000, c.rawDeletes/10))
+			// The seed rate and the delete rate, measured on the raw
+			// sample and the first part of its deletes, set the moment
+			// the sessions expire.
+			raw = &rawSample{res: meta.Resource(sessions.GroupVersionResource).Namespace(rawNamespace), items: make([]stored, c.rawDeletes)}
 			t := time.Now()
-			if err := raw.create(ctx, probe, c.createConc, time.Time{}); err != nil {
+			seeded, err := seeder.seed(ctx, rawNamespace, raw.items, 0, c.rawDeletes, c.rawDeletes, time.Time{})
+			if err != nil {
 				return err
 			}
+			if err := awaitStored(ctx, meta, rawNamespace, c.rawDeletes); err != nil {
+				return err
+			}
+			raw.made = c.rawDeletes
 			creates += time.Since(t)
+			probe := min(c.rawDeletes, max(1000, c.rawDeletes/10))
+			progress("raw deletes of the first %s sessions at parallelism %d", thousands(probe), c.parallelism)
+			t = time.Now()
+			if err := raw.delete(ctx, c.parallelism, probe, time.Time{}); err != nil {
+				return err
+			}
+			rawTime += time.Since(t)
 			var why string
-			expiry, why = chooseExpiry(c, raw.creates.rate(), probe)
+			expiry, why = chooseExpiry(c, seeded.rate(), raw.deletes.rate(), probe)
 			progress("the %s expiring sessions expire at %s, in %s (%s)", thousands(c.gcSessions), expiry.Format("15:04:05"),
 				time.Until(expiry).Round(time.Second), why)
 		}
 		if n > have {
 			t := time.Now()
-			if err := createStore(ctx, kc, have, n, longLived, expiry, c.createConc); err != nil {
+			if _, err := seeder.seed(ctx, scaleNamespace, nil, have, n, longLived, expiry); err != nil {
+				return err
+			}
+			if err := awaitStored(ctx, meta, scaleNamespace, n); err != nil {
 				return err
 			}
 			have = n
@@ -231,27 +246,22 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	// preconditions), while the store holds the sessions about to expire.
 	// Whatever is left at the expiry waits for the collector to finish.
 	stopAt := expiry.Add(-rawStopBefore)
-	t := time.Now()
-	if err := raw.create(ctx, c.rawDeletes, c.createConc, stopAt); err != nil {
-		return err
-	}
-	creates += time.Since(t)
-	if raw.made == c.rawDeletes {
-		progress("raw deletes of %s sessions at parallelism %d", thousands(c.rawDeletes), c.parallelism)
-		t = time.Now()
-		if err := raw.delete(ctx, c.parallelism, stopAt); err != nil {
+	if ahead(stopAt) {
+		progress("raw deletes of the remaining %s sessions at parallelism %d", thousands(c.rawDeletes-raw.deleted), c.parallelism)
+		t := time.Now()
+		if err := raw.delete(ctx, c.parallelism, c.rawDeletes, stopAt); err != nil {
 			return err
 		}
 		rawTime += time.Since(t)
 	}
 	beforeExpiry := raw.deleted
 	if raw.deleted < c.rawDeletes {
-		progress("the raw sample yields to the collector: %s of %s created, %s deleted; the rest follows the collector",
-			thousands(raw.made), thousands(c.rawDeletes), thousands(raw.deleted))
+		progress("the raw sample yields to the collector: %s of %s deleted; the rest follows the collector",
+			thousands(raw.deleted), thousands(c.rawDeletes))
 	}
 
 	// The collector: the rotor of the last RSS sample, woken by its timer.
-	t = time.Now()
+	t := time.Now()
 	if wait := time.Until(expiry); wait > 0 {
 		progress("waiting %s for the expiry at %s", wait.Round(100*time.Millisecond), expiry.Format("15:04:05"))
 	}
@@ -274,14 +284,9 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	}
 
 	if raw.deleted < c.rawDeletes {
-		t := time.Now()
-		if err := raw.create(ctx, c.rawDeletes, c.createConc, time.Time{}); err != nil {
-			return err
-		}
-		creates += time.Since(t)
 		progress("raw deletes of the remaining %s sessions at parallelism %d", thousands(c.rawDeletes-raw.deleted), c.parallelism)
-		t = time.Now()
-		if err := raw.delete(ctx, c.parallelism, time.Time{}); err != nil {
+		t := time.Now()
+		if err := raw.delete(ctx, c.parallelism, c.rawDeletes, time.Time{}); err != nil {
 			return err
 		}
 		rawTime += time.Since(t)
@@ -327,34 +332,34 @@ func rssLevels(n int) []int {
 }
 
 // chooseExpiry picks the moment the sessions expire: after the store is
-// filled, the RSS samples are taken and the rest of the raw sample is
-// created and deleted, plus the margin. The estimates are meant to be
-// right, not pessimistic: the raw sample stops short of the expiry, so
-// the slack for a slower fill is its time plus --expiry-margin, and every
-// second over the estimate is a second of waiting.
-func chooseExpiry(c config, rate float64, probed int) (time.Time, string) {
+// seeded, the RSS samples are taken and the rest of the raw sample is
+// deleted, plus the margin. The estimates are meant to be right, not
+// pessimistic: the raw sample stops short of the expiry, so the slack for
+// a slower run is its time plus --expiry-margin, and every second over the
+// estimate is a second of waiting.
+func chooseExpiry(c config, seedRate, deleteRate float64, probed int) (time.Time, string) {
 	per := func(n int, rate float64) time.Duration {
 		return time.Duration(float64(n) / rate * float64(time.Second))
 	}
-	fill := per(c.sessions, rate)
+	// Seeding, then the API server's watch cache taking the objects in
+	// (about as long again).
+	fill := 2 * per(c.sessions, seedRate)
 	var rss time.Duration
 	for _, n := range rssLevels(c.sessions)[1:] {
 		// Start, the collector's paged list (about 8,000 sessions a
 		// second on 2 busy cores), settle, stop.
 		rss += 1500*time.Millisecond + per(n, 8000) + c.settle
 	}
-	// Deletes are a little faster than creates (no validation).
-	raw := per(c.rawDeletes-probed, rate) + per(c.rawDeletes, 1.2*rate)
+	raw := per(c.rawDeletes-probed, deleteRate)
 	at := time.Now().Add(fill + rss + raw + c.expiryMargin).Truncate(time.Second).Add(time.Second)
-	return at, fmt.Sprintf("at %.0f creates/s: filling %s, RSS samples %s, raw sample %s, margin %s",
-		rate, fill.Round(time.Second), rss.Round(time.Second), raw.Round(time.Second), c.expiryMargin)
+	return at, fmt.Sprintf("seeding at %.0f/s: %s, RSS samples %s, raw deletes at %.0f/s: %s, margin %s",
+		seedRate, fill.Round(time.Second), rss.Round(time.Second), deleteRate, raw.Round(time.Second), c.expiryMargin)
 }
 
 // rawSample is the raw-delete baseline: sessions in their own namespace,
 // created and then deleted straight through the API, in parts if the
 // expiry comes first.
 type rawSample struct {
-	kc    client.Client
 	res   metadata.ResourceInterface
 	items []stored
 	// made and deleted count the items created and deleted so far.
@@ -362,21 +367,14 @@ type rawSample struct {
 	creates, deletes run
 }
 
-func (s *rawSample) create(ctx context.Context, upTo, conc int, stopAt time.Time) error {
-	if s.made >= upTo || !ahead(stopAt) {
+// delete deletes the sample up to index upTo (exclusive), until stopAt
+// (zero: never) has passed.
+func (s *rawSample) delete(ctx context.Context, conc, upTo int, stopAt time.Time) error {
+	upTo = min(upTo, s.made)
+	if s.deleted >= upTo || !ahead(stopAt) {
 		return nil
 	}
-	res, next, err := createSessions(ctx, s.kc, rawNamespace, s.items, s.made, upTo, conc, upTo, time.Time{}, stopAt)
-	s.creates.merge(res)
-	s.made = next
-	return err
-}
-
-func (s *rawSample) delete(ctx context.Context, conc int, stopAt time.Time) error {
-	if s.deleted >= s.made || !ahead(stopAt) {
-		return nil
-	}
-	res, next := pool(conc, s.deleted, s.made, stopAt, func(i int) error {
+	res, next := pool(conc, s.deleted, upTo, stopAt, func(i int) error {
 		it := s.items[i]
 		return s.res.Delete(ctx, it.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &it.uid, ResourceVersion: &it.rv}})
 	})
@@ -473,93 +471,24 @@ func newSession(namespace string, expiresAt time.Time) *identityv1alpha1.Refresh
 	}
 }
 
-// createStore adds sessions from..to-1 to the store rotor serves: those
-// below liveBelow live for a week, the others expire at expiresAt.
-func createStore(ctx context.Context, kc client.Client, from, to, liveBelow int, expiresAt time.Time, conc int) error {
-	_, _, err := createSessions(ctx, kc, scaleNamespace, nil, from, to, conc, liveBelow, expiresAt, time.Time{})
-	return err
-}
-
-// createSessions creates sessions from..to-1 in namespace concurrently,
-// until stopAt (zero: never) has passed, and keeps what deleting each needs
-// in out (nil: not kept). Those below liveBelow live for a week, the others
-// expire at expiresAt. It returns the timing and how far it got.
-func createSessions(ctx context.Context, kc client.Client, namespace string, out []stored, from, to, conc, liveBelow int, expiresAt time.Time, stopAt time.Time) (run, int, error) {
-	n := to - from
-	kind := "live"
-	switch {
-	case expiresAt.IsZero() || liveBelow >= to:
-	case liveBelow <= from:
-		kind = "expiring"
-	default:
-		kind = "live and expiring"
-	}
-	progress("creating %s %s sessions in %s (concurrency %d)", thousands(n), kind, namespace, conc)
-	var done atomic.Int64
-	stopTicker := make(chan struct{})
-	var tick sync.WaitGroup
-	tick.Add(1)
-	start := time.Now()
-	go func() {
-		defer tick.Done()
-		t := time.NewTicker(15 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopTicker:
-				return
-			case <-t.C:
-				d := int(done.Load())
-				rate := float64(d) / time.Since(start).Seconds()
-				msg := fmt.Sprintf("  %s/%s created (%.0f/s)", thousands(d), thousands(n), rate)
-				if !expiresAt.IsZero() && rate > 0 {
-					msg += fmt.Sprintf(", done in ~%s; the sessions expire in %s",
-						(time.Duration(float64(n-d)/rate) * time.Second).Round(time.Second), time.Until(expiresAt).Round(time.Second))
-				}
-				progress("%s", msg)
-			}
+// awaitStored waits until the API server lists want sessions in namespace:
+// seeded objects reach it through its watch on etcd.
+func awaitStored(ctx context.Context, meta metadata.Interface, namespace string, want int) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		n, err := countSessions(ctx, meta, namespace)
+		if err == nil && n == want {
+			return nil
 		}
-	}()
-	res, next := pool(conc, from, to, stopAt, func(i int) error {
-		exp := expiresAt
-		if i < liveBelow {
-			exp = time.Time{}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the API server lists %d sessions in %s, want %d (%v)", n, namespace, want, err)
 		}
-		rt := newSession(namespace, exp)
-		var err error
-		for attempt := range 5 {
-			// Retry the same object: a create that timed out may have
-			// landed, and the store must hold exactly the sessions made.
-			obj := rt.DeepCopy()
-			err = kc.Create(ctx, obj)
-			if apierrors.IsAlreadyExists(err) && attempt > 0 {
-				err = kc.Get(ctx, client.ObjectKeyFromObject(rt), obj)
-			}
-			if err == nil {
-				if out != nil {
-					out[i] = stored{obj.Name, obj.UID, obj.ResourceVersion}
-				}
-				done.Add(1)
-				return nil
-			}
-			if ctx.Err() != nil {
-				break
-			}
-			time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
 		}
-		return err
-	})
-	close(stopTicker)
-	tick.Wait()
-	if res.errs > 0 {
-		return res, next, fmt.Errorf("creating sessions: %w", res.firstErr)
 	}
-	stopped := ""
-	if next < to {
-		stopped = fmt.Sprintf(" (stopped short of the expiry, %s left)", thousands(to-next))
-	}
-	progress("  %s created in %s (%.0f/s)%s", thousands(res.ops), res.elapsed.Round(100*time.Millisecond), res.rate(), stopped)
-	return res, next, nil
 }
 
 // countSessions counts the sessions stored in namespace with one small

@@ -80,6 +80,12 @@ func (c *ControlPlane) UserConfig(user string, groups ...string) (*rest.Config, 
 	return u.Config(), nil
 }
 
+// EtcdURL is the client URL of the control plane's etcd (plain HTTP on
+// 127.0.0.1), for tools that seed its storage directly.
+func (c *ControlPlane) EtcdURL() string {
+	return c.env.ControlPlane.Etcd.URL.String()
+}
+
 // Stop stops kube-apiserver and etcd and removes their data.
 func (c *ControlPlane) Stop() error {
 	return c.env.Stop()

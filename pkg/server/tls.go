@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"os"
@@ -10,15 +11,16 @@ import (
 
 // certReloader serves the certificate from files that cert-manager (or a
 // mounted kubernetes.io/tls Secret) replaces on renewal, so a renewed
-// certificate is picked up without a restart. It re-checks the files at most
-// once per second.
+// certificate is picked up without a restart. It re-reads the files at most
+// once per second and compares their contents: modification times can
+// repeat (coarse file-system clocks, a volume swapped within one tick).
 type certReloader struct {
 	certFile, keyFile string
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	modTime time.Time
-	checked time.Time
+	mu              sync.Mutex
+	cert            *tls.Certificate
+	certPEM, keyPEM []byte
+	checked         time.Time
 }
 
 func newCertReloader(certFile, keyFile string) (*certReloader, error) {
@@ -41,37 +43,27 @@ func (r *certReloader) load(now time.Time) (*tls.Certificate, error) {
 		return r.cert, nil
 	}
 	r.checked = now
-	mod, err := latestModTime(r.certFile, r.keyFile)
+	certPEM, err := os.ReadFile(r.certFile)
+	var keyPEM []byte
+	if err == nil {
+		keyPEM, err = os.ReadFile(r.keyFile)
+	}
 	if err != nil {
 		if r.cert != nil {
 			return r.cert, nil // keep serving the last good certificate
 		}
-		return nil, err
+		return nil, fmt.Errorf("loading TLS certificate %s: %w", r.certFile, err)
 	}
-	if r.cert != nil && mod.Equal(r.modTime) {
+	if r.cert != nil && bytes.Equal(certPEM, r.certPEM) && bytes.Equal(keyPEM, r.keyPEM) {
 		return r.cert, nil
 	}
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		if r.cert != nil {
 			return r.cert, nil // a half-written pair; try again next time
 		}
 		return nil, fmt.Errorf("loading TLS certificate %s: %w", r.certFile, err)
 	}
-	r.cert, r.modTime = &cert, mod
+	r.cert, r.certPEM, r.keyPEM = &cert, certPEM, keyPEM
 	return r.cert, nil
-}
-
-func latestModTime(files ...string) (time.Time, error) {
-	var latest time.Time
-	for _, f := range files {
-		st, err := os.Stat(f)
-		if err != nil {
-			return time.Time{}, err
-		}
-		if st.ModTime().After(latest) {
-			latest = st.ModTime()
-		}
-	}
-	return latest, nil
 }

@@ -120,6 +120,11 @@ type Store struct {
 	// read; nil marks a name the API server did not know. Entries are
 	// never mutated, only replaced.
 	cache *lru.Cache[string, *identityv1alpha1.RefreshToken]
+	// cacheMu makes Evict's compare-then-remove atomic with respect to
+	// remember: otherwise the watch event of this replica's own write can
+	// remove the entry that write has just cached, and the next refresh
+	// pays a read.
+	cacheMu sync.Mutex
 	// locks serialise work on one session within this replica, so that
 	// concurrent refreshes of one token cost one write, not a conflict storm.
 	locks [64]sync.Mutex
@@ -192,7 +197,7 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 	if err := s.client.Create(ctx, rt); err != nil {
 		return "", nil, s.apiError("creating session", err)
 	}
-	s.cache.Add(rt.Name, rt)
+	s.remember(rt.Name, rt)
 	return formatToken(rt.Name, secret), rt, nil
 }
 
@@ -392,7 +397,7 @@ func (s *Store) update(ctx context.Context, rt *identityv1alpha1.RefreshToken) e
 		s.cache.Remove(rt.Name)
 		return err
 	}
-	s.cache.Add(rt.Name, rt)
+	s.remember(rt.Name, rt)
 	return nil
 }
 
@@ -416,12 +421,12 @@ func (s *Store) read(ctx context.Context, name string) (*identityv1alpha1.Refres
 	err := s.client.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: name}, rt)
 	switch {
 	case apierrors.IsNotFound(err):
-		s.cache.Add(name, nil)
+		s.remember(name, nil)
 		return nil, nil
 	case err != nil:
 		return nil, s.apiError("reading session "+name, err)
 	}
-	s.cache.Add(name, rt)
+	s.remember(name, rt)
 	return rt, nil
 }
 
@@ -430,12 +435,21 @@ func (s *Store) read(ctx context.Context, name string) (*identityv1alpha1.Refres
 // after this replica cached the next one); the watch calls it for changes
 // made elsewhere. An empty resourceVersion (a deletion) always evicts.
 func (s *Store) Evict(name, resourceVersion string) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
 	if rt, ok := s.cache.Peek(name); ok && rt != nil && resourceVersion != "" {
 		if c, err := resourceversion.CompareResourceVersion(rt.ResourceVersion, resourceVersion); err == nil && c >= 0 {
 			return
 		}
 	}
 	s.cache.Remove(name)
+}
+
+// remember caches what this replica wrote or read.
+func (s *Store) remember(name string, rt *identityv1alpha1.RefreshToken) {
+	s.cacheMu.Lock()
+	s.cache.Add(name, rt)
+	s.cacheMu.Unlock()
 }
 
 // Purge empties the cache, when the watch lost track of changes.
