@@ -3,15 +3,13 @@
 # (bin/k8s) for pkg/controlplane. The load generator is hack/bench; it also
 # runs the signing benchmarks (go test -bench in pkg/tokens, pkg/client),
 # prints one markdown table and writes it to hack/bench-results.md.
-# Everything stays on 127.0.0.1 and stops by itself. The defaults are bound
-# by the API server's write rate: 100,000 sessions are created for the RSS
-# samples and then all expire at one moment for rotor's collector to delete,
-# and a 20,000-session sample is created and deleted raw for comparison:
-# about 240,000 creates and deletes (the earlier layout needed 400,000 and
-# took 23 minutes on a shared, busy 2-core machine). Expect 9 to 10 minutes
-# on a quiet 2-core machine, more on a busy one. If the store fills much
-# slower than the create rate measured first, the largest RSS sample is
-# reported as not measured: raise --expiry-margin.
+# Everything stays on 127.0.0.1 and stops by itself. The stored sessions the
+# RSS and GC measurements need are seeded straight into etcd (the API
+# server's storage, in its encoding; the API server sees them through its
+# watch), so that the run's time goes to what is measured: the collector
+# deleting 100,000 expired sessions through the API server dominates it. If
+# the run is much slower than estimated, the largest RSS sample is reported
+# as not measured: raise --expiry-margin.
 # Smaller, for a quick look (about 2 minutes):
 #
 #   make bench BENCH_FLAGS='--refreshes 400 --sessions 3000 --raw-deletes 1000 --logins 10 --bench-count 1 --benchtime 200ms'

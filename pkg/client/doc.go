@@ -36,7 +36,9 @@
 // tokens as RFC 9068 asks of a resource server: typ at+jwt, a signature by a
 // published key with that key's own algorithm (ES256, EdDSA or RS256 only),
 // the exact issuer, the audience, and exp/nbf/iat within a leeway. An
-// unknown kid refetches the JWKS at most once per ten seconds.
+// unknown kid refetches the JWKS at most once per ten seconds, and a key set
+// older than five minutes is fetched again, so a key the issuer withdraws
+// stops verifying within that time.
 // [Verifier.Middleware] answers 401 with an RFC 6750 challenge and hands the
 // verified claims to the next handler, which reads them with
 // [ClaimsFromContext].

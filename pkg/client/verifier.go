@@ -24,6 +24,11 @@ const DefaultLeeway = time.Minute
 // verifier hammer the issuer.
 const DefaultRefetchInterval = 10 * time.Second
 
+// DefaultKeySetMaxAge is how long a fetched key set is trusted before it
+// is fetched again: a key the issuer withdraws (deleted by hand after a
+// compromise) stops verifying here within this time.
+const DefaultKeySetMaxAge = 5 * time.Minute
+
 // accessTokenType is the typ header of RFC 9068 access tokens.
 const accessTokenType = "at+jwt"
 
@@ -54,12 +59,15 @@ type Verifier struct {
 	clock           clock.PassiveClock
 	leeway          time.Duration
 	refetchInterval time.Duration
+	keySetMaxAge    time.Duration
 	realm           string
 	jwksURI         string
 	parser          *jwt.Parser
 
 	mu   sync.RWMutex
 	keys map[string]verificationKey
+	// keysFetched is when keys were fetched.
+	keysFetched time.Time
 
 	// fetchMu serialises JWKS fetches; lastFetch is guarded by it.
 	fetchMu   sync.Mutex
@@ -92,6 +100,12 @@ func WithRefetchInterval(d time.Duration) VerifierOption {
 	return func(v *Verifier) { v.refetchInterval = d }
 }
 
+// WithKeySetMaxAge sets how long a fetched key set is used before it is
+// fetched again (default DefaultKeySetMaxAge).
+func WithKeySetMaxAge(d time.Duration) VerifierOption {
+	return func(v *Verifier) { v.keySetMaxAge = d }
+}
+
 // WithRealm sets the realm of Middleware's WWW-Authenticate challenges
 // (default "rotor").
 func WithRealm(realm string) VerifierOption {
@@ -116,6 +130,7 @@ func NewVerifier(ctx context.Context, issuerURL, audience string, opts ...Verifi
 		clock:           clock.RealClock{},
 		leeway:          DefaultLeeway,
 		refetchInterval: DefaultRefetchInterval,
+		keySetMaxAge:    DefaultKeySetMaxAge,
 		realm:           "rotor",
 	}
 	for _, o := range opts {
@@ -232,9 +247,15 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 func (v *Verifier) lookup(ctx context.Context, kid string) (verificationKey, bool) {
 	v.mu.RLock()
 	k, ok := v.keys[kid]
+	fetched := v.keysFetched
 	v.mu.RUnlock()
 	if ok {
-		return k, true
+		if v.clock.Since(fetched) >= v.keySetMaxAge && v.refreshStale(ctx) {
+			v.mu.RLock()
+			k, ok = v.keys[kid]
+			v.mu.RUnlock()
+		}
+		return k, ok
 	}
 	v.fetchMu.Lock()
 	defer v.fetchMu.Unlock()
@@ -253,6 +274,24 @@ func (v *Verifier) lookup(ctx context.Context, kid string) (verificationKey, boo
 	return k, ok
 }
 
+// refreshStale fetches a key set older than its maximum age and reports
+// whether it did. One request fetches while the others go on with the keys
+// they have; a failed fetch keeps them, and is retried no sooner than the
+// refetch interval.
+func (v *Verifier) refreshStale(ctx context.Context) bool {
+	if !v.fetchMu.TryLock() {
+		return false
+	}
+	defer v.fetchMu.Unlock()
+	v.mu.RLock()
+	fetched := v.keysFetched
+	v.mu.RUnlock()
+	if v.clock.Since(fetched) < v.keySetMaxAge || v.clock.Since(v.lastFetch) < v.refetchInterval {
+		return false
+	}
+	return v.fetchKeysLocked(ctx) == nil
+}
+
 // fetchKeysLocked replaces the key set with the JWKS; fetchMu must be held.
 func (v *Verifier) fetchKeysLocked(ctx context.Context) error {
 	body, err := v.get(ctx, v.jwksURI)
@@ -269,7 +308,7 @@ func (v *Verifier) fetchKeysLocked(ctx context.Context) error {
 		return err
 	}
 	v.mu.Lock()
-	v.keys = keys
+	v.keys, v.keysFetched = keys, v.clock.Now()
 	v.mu.Unlock()
 	return nil
 }

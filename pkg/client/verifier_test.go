@@ -430,6 +430,46 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 	g.Expect(iss.hits()).To(Equal(3))
 }
 
+func TestAWithdrawnKeyStopsVerifyingWithinTheKeySetMaxAge(t *testing.T) {
+	g := NewWithT(t)
+	keys := testKeys()
+	clk := newClock()
+	iss := newKeyIssuer(t, keys["es"], keys["es2"])
+	v := newVerifier(t, iss, clk)
+	verify := func() error {
+		_, err := v.Verify(context.Background(), validToken(keys["es2"], iss.URL, clk.Now()).sign(t))
+		return err
+	}
+	g.Expect(verify()).To(Succeed())
+
+	// The issuer withdraws es2 (deleted by hand after a compromise).
+	iss.mu.Lock()
+	iss.jwks = []map[string]any{keys["es"].jwk()}
+	iss.mu.Unlock()
+	clk.Step(client.DefaultKeySetMaxAge - time.Second)
+	g.Expect(verify()).To(Succeed(), "the key set is still fresh: no fetch")
+	g.Expect(iss.hits()).To(Equal(1))
+
+	clk.Step(time.Second)
+	g.Expect(verify()).To(MatchError(ContainSubstring("unknown kid")), "the stale key set was fetched again")
+	g.Expect(iss.hits()).To(Equal(2))
+	_, err := v.Verify(context.Background(), validToken(keys["es"], iss.URL, clk.Now()).sign(t))
+	g.Expect(err).NotTo(HaveOccurred(), "the remaining key still verifies")
+
+	// An issuer that cannot be reached leaves the known keys in use, and is
+	// asked again no more often than the refetch interval.
+	iss.mu.Lock()
+	iss.jwksFails = true
+	iss.mu.Unlock()
+	clk.Step(client.DefaultKeySetMaxAge)
+	before := iss.hits()
+	for range 5 {
+		_, err = v.Verify(context.Background(), validToken(keys["es"], iss.URL, clk.Now()).sign(t))
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	g.Expect(iss.hits()).To(Equal(before+1), "one failed fetch, then the known keys")
+}
+
 func TestFailedRefetchKeepsTheKnownKeys(t *testing.T) {
 	g := NewWithT(t)
 	keys := testKeys()
