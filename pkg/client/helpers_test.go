@@ -6,14 +6,23 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"rotor.dev/rotor/pkg/client"
 )
+
+// TestMain gives Eventually 30s (not 1s) before it fails: CI machines are
+// shared and noisy.
+func TestMain(m *testing.M) {
+	gomega.SetDefaultEventuallyTimeout(30 * time.Second)
+	os.Exit(m.Run())
+}
 
 func newClock() *clocktesting.FakeClock {
 	return clocktesting.NewFakeClock(time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC))

@@ -9,6 +9,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,6 +44,10 @@ func Main(m *testing.M, env **Env) {
 			os.Exit(m.Run())
 		}
 	}
+	// CI machines are shared and noisy: Eventually waits up to 30s (not
+	// gomega's 1s) unless a test says otherwise, and still returns as soon
+	// as its condition holds.
+	gomega.SetDefaultEventuallyTimeout(EventuallyTimeout)
 	e, err := Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -53,6 +60,10 @@ func Main(m *testing.M, env **Env) {
 	}
 	os.Exit(code)
 }
+
+// EventuallyTimeout is the default timeout of gomega's Eventually in
+// packages whose TestMain is Main.
+const EventuallyTimeout = 30 * time.Second
 
 // Start starts a control plane outside of TestMain.
 func Start() (*Env, error) {
