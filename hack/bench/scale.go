@@ -62,12 +62,13 @@ type stored struct {
 // One set of sessions serves both: they are live while the RSS is sampled
 // but all expire at one moment chosen shortly after the last sample, and
 // the rotor of that sample, left running, collects them when its timer
-// fires. The moment comes from the create rate measured on the first part
-// of the raw-delete sample. The rest of that sample is created and deleted
-// in the time left before the expiry (stopping short of it, so that it
-// never overlaps the collector, and finishing after the collector if
-// time ran short), so that the margin for a slower fill is mostly work,
-// not waiting.
+// fires. The sessions (and the raw-delete sample) are seeded straight into
+// etcd; the moment comes from the seed rate and from the delete rate
+// measured on the first part of the raw sample. The rest of that sample is
+// deleted in the time left before the expiry (stopping short of it, so that
+// it never overlaps the collector, and finishing after the collector if
+// time ran short), so that the margin for a slower run is mostly work, not
+// waiting.
 func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *report) error {
 	cfg := rest.CopyConfig(cp.Config)
 	// No client-side rate limit: creates and raw deletes go as fast as
