@@ -245,48 +245,43 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 // fetch is at least the refetch interval ago: the issuer publishes a new key
 // before signing with it, so an unknown kid usually means a stale cache.
 func (v *Verifier) lookup(ctx context.Context, kid string) (verificationKey, bool) {
-	v.mu.RLock()
-	k, ok := v.keys[kid]
-	fetched := v.keysFetched
-	v.mu.RUnlock()
+	k, ok, fetched := v.key(kid)
 	if ok {
 		if v.clock.Since(fetched) >= v.keySetMaxAge && v.refreshStale(ctx) {
-			v.mu.RLock()
-			k, ok = v.keys[kid]
-			v.mu.RUnlock()
+			k, ok, _ = v.key(kid)
 		}
 		return k, ok
 	}
 	v.fetchMu.Lock()
 	defer v.fetchMu.Unlock()
 	// Another request may have fetched while this one waited.
-	v.mu.RLock()
-	k, ok = v.keys[kid]
-	v.mu.RUnlock()
-	if ok || v.clock.Since(v.lastFetch) < v.refetchInterval {
+	if k, ok, _ = v.key(kid); ok || v.clock.Since(v.lastFetch) < v.refetchInterval {
 		return k, ok
 	}
 	// A failed fetch keeps the old keys; the error is the caller's "unknown kid".
 	_ = v.fetchKeysLocked(ctx)
-	v.mu.RLock()
-	k, ok = v.keys[kid]
-	v.mu.RUnlock()
+	k, ok, _ = v.key(kid)
 	return k, ok
+}
+
+// key returns kid's key from the current set and when the set was fetched.
+func (v *Verifier) key(kid string) (verificationKey, bool, time.Time) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	k, ok := v.keys[kid]
+	return k, ok, v.keysFetched
 }
 
 // refreshStale fetches a key set older than its maximum age and reports
 // whether it did. One request fetches while the others go on with the keys
-// they have; a failed fetch keeps them, and is retried no sooner than the
-// refetch interval.
+// they have; a fetch by another request meanwhile, or a failed one within
+// the refetch interval, means no fetch now (failed fetches keep the keys).
 func (v *Verifier) refreshStale(ctx context.Context) bool {
 	if !v.fetchMu.TryLock() {
 		return false
 	}
 	defer v.fetchMu.Unlock()
-	v.mu.RLock()
-	fetched := v.keysFetched
-	v.mu.RUnlock()
-	if v.clock.Since(fetched) < v.keySetMaxAge || v.clock.Since(v.lastFetch) < v.refetchInterval {
+	if v.clock.Since(v.lastFetch) < v.refetchInterval {
 		return false
 	}
 	return v.fetchKeysLocked(ctx) == nil
