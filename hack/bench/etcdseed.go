@@ -9,8 +9,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -108,60 +106,40 @@ func (e *etcdSeeder) txn(ctx context.Context, objs []*identityv1alpha1.RefreshTo
 
 // seed stores sessions from..to-1 of namespace: those below liveBelow live
 // for a week, the others expire at expiresAt. It keeps what deleting each
-// needs in out (nil: not kept) and returns the timing.
+// needs in out (nil: not kept) and returns the timing: ops count sessions,
+// latencies are per batch.
 func (e *etcdSeeder) seed(ctx context.Context, namespace string, out []stored, from, to, liveBelow int, expiresAt time.Time) (run, error) {
-	n := to - from
-	progress("seeding %s sessions in %s straight into etcd", thousands(n), namespace)
+	progress("seeding %s sessions in %s straight into etcd", thousands(to-from), namespace)
 	created := metav1.NewTime(time.Now().Truncate(time.Second))
-	var next atomic.Int64
-	next.Store(int64(from))
-	var mu sync.Mutex
-	var firstErr error
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range seedConc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				lo := int(next.Add(seedBatch) - seedBatch)
-				if lo >= to {
-					return
-				}
-				hi := min(lo+seedBatch, to)
-				objs := make([]*identityv1alpha1.RefreshToken, 0, hi-lo)
-				for i := lo; i < hi; i++ {
-					exp := expiresAt
-					if i < liveBelow {
-						exp = time.Time{}
-					}
-					rt := newSession(namespace, exp)
-					rt.APIVersion, rt.Kind = identityv1alpha1.GroupVersion.String(), "RefreshToken"
-					rt.UID, rt.Generation, rt.CreationTimestamp = uuid.NewUUID(), 1, created
-					objs = append(objs, rt)
-				}
-				rev, err := e.txn(ctx, objs)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-				if out != nil {
-					for i, rt := range objs {
-						out[lo+i] = stored{rt.Name, rt.UID, rev}
-					}
-				}
+	batches := (to - from + seedBatch - 1) / seedBatch
+	res, _ := pool(seedConc, 0, batches, time.Time{}, func(b int) error {
+		lo := from + b*seedBatch
+		objs := make([]*identityv1alpha1.RefreshToken, 0, seedBatch)
+		for i := lo; i < min(lo+seedBatch, to); i++ {
+			exp := expiresAt
+			if i < liveBelow {
+				exp = time.Time{}
 			}
-		}()
+			rt := newSession(namespace, exp)
+			rt.APIVersion, rt.Kind = identityv1alpha1.GroupVersion.String(), "RefreshToken"
+			rt.UID, rt.Generation, rt.CreationTimestamp = uuid.NewUUID(), 1, created
+			objs = append(objs, rt)
+		}
+		rev, err := e.txn(ctx, objs)
+		if err != nil {
+			return err
+		}
+		if out != nil {
+			for i, rt := range objs {
+				out[lo+i] = stored{rt.Name, rt.UID, rev}
+			}
+		}
+		return nil
+	})
+	if res.errs > 0 {
+		return res, fmt.Errorf("seeding sessions: %w", res.firstErr)
 	}
-	wg.Wait()
-	res := run{ops: n, elapsed: time.Since(start)}
-	if firstErr != nil {
-		return res, fmt.Errorf("seeding sessions: %w", firstErr)
-	}
-	progress("  %s seeded in %s (%.0f/s)", thousands(n), res.elapsed.Round(100*time.Millisecond), res.rate())
+	res.ops = to - from
+	progress("  %s seeded in %s (%.0f/s)", thousands(res.ops), res.elapsed.Round(100*time.Millisecond), res.rate())
 	return res, ctx.Err()
 }

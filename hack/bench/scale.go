@@ -71,7 +71,7 @@ type stored struct {
 // waiting.
 func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *report) error {
 	cfg := rest.CopyConfig(cp.Config)
-	// No client-side rate limit: creates and raw deletes go as fast as
+	// No client-side rate limit: raw deletes go as fast as
 	// the API server takes them.
 	cfg.QPS, cfg.UserAgent = -1, "rotor-bench-raw"
 	kc, err := client.New(cfg, client.Options{Scheme: server.Scheme()})
@@ -114,9 +114,9 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	rp := rotorProcess{bin: bin, kubeconfig: kcPath, dir: dir}
 	seeder := newEtcdSeeder(cp.EtcdURL())
 
-	var creates, rssTime, rawTime, waitTime, gcTime time.Duration
+	var seeding, rssTime, rawTime, waitTime, gcTime time.Duration
 	defer func() {
-		r.spent("seeding (store and raw sample)", creates)
+		r.spent("seeding (store and raw sample)", seeding)
 		r.spent("RSS", rssTime)
 		if c.gcSessions > 0 {
 			r.spent("raw deletes", rawTime)
@@ -155,7 +155,7 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 				return err
 			}
 			raw.made = c.rawDeletes
-			creates += time.Since(t)
+			seeding += time.Since(t)
 			probe := min(c.rawDeletes, max(1000, c.rawDeletes/10))
 			progress("raw deletes of the first %s sessions at parallelism %d", thousands(probe), c.parallelism)
 			t = time.Now()
@@ -177,7 +177,7 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 				return err
 			}
 			have = n
-			creates += time.Since(t)
+			seeding += time.Since(t)
 		}
 		// A fresh process for each level: startup (the collector's paged
 		// list) is where an issuer that holds every session runs out of
@@ -358,14 +358,14 @@ func chooseExpiry(c config, seedRate, deleteRate float64, probed int) (time.Time
 }
 
 // rawSample is the raw-delete baseline: sessions in their own namespace,
-// created and then deleted straight through the API, in parts if the
+// seeded into etcd and then deleted through the API, in parts if the
 // expiry comes first.
 type rawSample struct {
 	res   metadata.ResourceInterface
 	items []stored
-	// made and deleted count the items created and deleted so far.
-	made, deleted    int
-	creates, deletes run
+	// made and deleted count the items seeded and deleted so far.
+	made, deleted int
+	deletes       run
 }
 
 // delete deletes the sample up to index upTo (exclusive), until stopAt
