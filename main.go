@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"rotor.dev/rotor/pkg/accounts"
+	"rotor.dev/rotor/pkg/dev"
 	"rotor.dev/rotor/pkg/server"
 )
 
@@ -45,7 +46,7 @@ func run(args []string) error {
 	case "serve":
 		return serve(args)
 	case "dev":
-		return dev(args)
+		return runDev(args)
 	case "account":
 		if len(args) == 0 || args[0] != "create" {
 			return errors.New("usage: rotor account create NAME [--groups a,b] [--namespace NS] < password")
@@ -87,12 +88,12 @@ func serve(args []string) error {
 	return srv.Start(ctx)
 }
 
-func dev(args []string) error {
+func runDev(args []string) error {
 	fs := flag.NewFlagSet("rotor dev", flag.ContinueOnError)
 	o := server.DefaultOptions()
 	o.ProbeAddress, o.MetricsAddress = "127.0.0.1:8081", "127.0.0.1:9090"
 	o.AddFlags(fs)
-	d := server.DevOptions{}
+	d := dev.Options{}
 	fs.StringVar(&d.Addr, "addr", "127.0.0.1:8080", "Address of the issuer; the issuer URL is http://<addr>.")
 	fs.StringVar(&d.StateDir, "state-dir", ".rotor/dev", "Directory for the kubeconfig of the local control plane.")
 	fs.StringVar(&d.DemoUser, "demo-user", "demo", "Username of the demo account.")
@@ -106,7 +107,7 @@ func dev(args []string) error {
 	ctrl.SetLogger(log)
 	ctx, cancel := signalContext()
 	defer cancel()
-	return server.Dev(ctx, o, d, log, os.Stdout)
+	return dev.Run(ctx, o, d, log, os.Stdout)
 }
 
 func accountCreate(args []string, stdin io.Reader, stdout io.Writer) error {

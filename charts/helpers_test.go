@@ -18,7 +18,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 
-	"rotor.dev/rotor/pkg/testenv"
+	"rotor.dev/rotor/pkg/dev/testenv"
 )
 
 var env *testenv.Env

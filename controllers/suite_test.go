@@ -3,7 +3,7 @@ package controllers
 import (
 	"testing"
 
-	"rotor.dev/rotor/pkg/testenv"
+	"rotor.dev/rotor/pkg/dev/testenv"
 )
 
 // env is the package's control plane: a real kube-apiserver and etcd.

@@ -2,7 +2,7 @@
 # from the Makefile, which exports KUBEBUILDER_ASSETS (bin/k8s): the
 # TestMain of pkg/issuer and pkg/sessions starts a control plane, although
 # the fuzz targets need none (FuzzTokenRequest runs against an in-memory
-# session store). pkg/testenv.Main must therefore skip the control plane in
+# session store). pkg/dev/testenv.Main must therefore skip the control plane in
 # fuzz worker processes (-test.fuzzworker): go test -fuzz kills a worker a
 # second after it is done, its etcd and kube-apiserver outlive it holding
 # the worker's output pipes, and the run never ends.

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
-	"rotor.dev/rotor/pkg/testenv"
+	"rotor.dev/rotor/pkg/dev/testenv"
 )
 
 var env *testenv.Env

@@ -38,7 +38,7 @@ import (
 	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"rotor.dev/rotor/pkg/controlplane"
+	"rotor.dev/rotor/pkg/dev/controlplane"
 )
 
 type config struct {

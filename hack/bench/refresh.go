@@ -27,7 +27,8 @@ import (
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 	"rotor.dev/rotor/pkg/accounts"
-	"rotor.dev/rotor/pkg/controlplane"
+	"rotor.dev/rotor/pkg/dev/controlplane"
+	rotorscheme "rotor.dev/rotor/pkg/scheme"
 	"rotor.dev/rotor/pkg/server"
 	"rotor.dev/rotor/pkg/sessions"
 )
@@ -162,7 +163,7 @@ func (ic *issuerClient) token(ctx context.Context, form url.Values) (*tokenReply
 // runRefresh starts rotor in this process (as the tests do) and measures
 // logins, refreshes and raw conditional updates against one control plane.
 func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, log logr.Logger, r *report) error {
-	scheme := server.Scheme()
+	scheme := rotorscheme.Scheme
 	// The raw side has no client-side rate limit (QPS < 0): it measures
 	// what the API server does, which is the limit rotor is held to.
 	rawCfg := rest.CopyConfig(cp.Config)

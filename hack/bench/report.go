@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"rotor.dev/rotor/pkg/controlplane"
+	"rotor.dev/rotor/pkg/dev/controlplane"
 )
 
 // report collects the rows of the one results table.

@@ -26,7 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
-	"rotor.dev/rotor/pkg/controlplane"
+	"rotor.dev/rotor/pkg/dev/controlplane"
+	rotorscheme "rotor.dev/rotor/pkg/scheme"
 	"rotor.dev/rotor/pkg/server"
 	"rotor.dev/rotor/pkg/sessions"
 )
@@ -74,7 +75,7 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	// No client-side rate limit: raw deletes go as fast as
 	// the API server takes them.
 	cfg.QPS, cfg.UserAgent = -1, "rotor-bench-raw"
-	kc, err := client.New(cfg, client.Options{Scheme: server.Scheme()})
+	kc, err := client.New(cfg, client.Options{Scheme: rotorscheme.Scheme})
 	if err != nil {
 		return err
 	}

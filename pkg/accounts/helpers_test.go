@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"rotor.dev/rotor/pkg/testenv"
+	"rotor.dev/rotor/pkg/dev/testenv"
 )
 
 var env *testenv.Env

@@ -29,8 +29,8 @@ import (
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/issuer"
 	"rotor.dev/rotor/pkg/keys"
+	rotorscheme "rotor.dev/rotor/pkg/scheme"
 	"rotor.dev/rotor/pkg/sessions"
-	"rotor.dev/rotor/pkg/testenv"
 	"rotor.dev/rotor/pkg/tokens"
 	"rotor.dev/rotor/pkg/workload"
 )
@@ -76,7 +76,7 @@ func (r fuzzReviewer) Review(_ context.Context, token string) (workload.Identity
 // validates spec.clientID the way the CRD schema does (1 to 253
 // characters), so the fuzz target sees what a real API server would refuse.
 func fuzzSessionClient() client.Client {
-	return fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
+	return fake.NewClientBuilder().WithScheme(rotorscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			if err := validateSession(obj); err != nil {
 				return err

@@ -24,8 +24,8 @@ import (
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 	"rotor.dev/rotor/pkg/accounts"
+	"rotor.dev/rotor/pkg/dev/testenv"
 	"rotor.dev/rotor/pkg/server"
-	"rotor.dev/rotor/pkg/testenv"
 )
 
 var env *testenv.Env

@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/pkg/dev/testenv"
 	"rotor.dev/rotor/pkg/sessions"
-	"rotor.dev/rotor/pkg/testenv"
 )
 
 var env *testenv.Env

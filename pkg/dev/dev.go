@@ -1,4 +1,7 @@
-package server
+// Package dev runs `rotor dev`: a local control plane, rotor's CRDs, a demo
+// account and everything `rotor serve` runs, for trying rotor on one machine.
+// Nothing in production imports it.
+package dev
 
 import (
 	"context"
@@ -18,11 +21,13 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"rotor.dev/rotor/pkg/accounts"
-	"rotor.dev/rotor/pkg/controlplane"
+	"rotor.dev/rotor/pkg/dev/controlplane"
+	"rotor.dev/rotor/pkg/scheme"
+	"rotor.dev/rotor/pkg/server"
 )
 
-// DevOptions are the flags of `rotor dev` beyond the issuer's.
-type DevOptions struct {
+// Options are the flags of `rotor dev` beyond the issuer's.
+type Options struct {
 	Addr         string
 	StateDir     string
 	DemoUser     string
@@ -30,19 +35,19 @@ type DevOptions struct {
 	DemoGroups   []string
 }
 
-// Dev runs `rotor dev`: a local control plane with rotor's CRDs, a demo
+// Run runs `rotor dev`: a local control plane with rotor's CRDs, a demo
 // account, and everything `rotor serve` runs, until ctx ends.
-func Dev(ctx context.Context, o Options, d DevOptions, log logr.Logger, out io.Writer) error {
+func Run(ctx context.Context, o server.Options, d Options, log logr.Logger, out io.Writer) error {
 	o.IssuerURL = "http://" + d.Addr
 	o.ListenAddress = d.Addr
 	o.InsecureHTTP = true
 	// The demo lets workloads of the default namespace exchange tokens and
 	// introspect.
 	if len(o.TokenExchangeAllow) == 0 {
-		o.TokenExchangeAllow = stringList{"default/*"}
+		o.TokenExchangeAllow = []string{"default/*"}
 	}
 	if len(o.IntrospectionAllow) == 0 {
-		o.IntrospectionAllow = stringList{"default/*"}
+		o.IntrospectionAllow = []string{"default/*"}
 	}
 	if d.DemoPassword == "" {
 		var b [12]byte
@@ -78,7 +83,7 @@ func Dev(ctx context.Context, o Options, d DevOptions, log logr.Logger, out io.W
 		return fmt.Errorf("writing kubeconfig: %w", err)
 	}
 
-	c, err := client.New(cp.Config, client.Options{Scheme: Scheme()})
+	c, err := client.New(cp.Config, client.Options{Scheme: scheme.Scheme})
 	if err != nil {
 		return err
 	}
@@ -86,7 +91,7 @@ func Dev(ctx context.Context, o Options, d DevOptions, log logr.Logger, out io.W
 		return err
 	}
 
-	srv, err := New(cp.Config, o, log)
+	srv, err := server.New(cp.Config, o, log)
 	if err != nil {
 		return err
 	}
@@ -100,7 +105,7 @@ func Dev(ctx context.Context, o Options, d DevOptions, log logr.Logger, out io.W
 }
 
 // seed creates rotor's namespace and the demo account.
-func seed(ctx context.Context, c client.Client, namespace string, d DevOptions) error {
+func seed(ctx context.Context, c client.Client, namespace string, d Options) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating namespace %s: %w", namespace, err)

@@ -16,12 +16,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
-	"rotor.dev/rotor/pkg/controlplane"
+	"rotor.dev/rotor/pkg/dev/controlplane"
+	rotorscheme "rotor.dev/rotor/pkg/scheme"
 )
 
 // Env is the package's control plane.
@@ -71,7 +71,7 @@ func Start() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	scheme := NewScheme()
+	scheme := rotorscheme.Scheme
 	cfg := rest.CopyConfig(cp.Config)
 	cfg.QPS, cfg.Burst = 500, 1000
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
@@ -103,18 +103,6 @@ func warmUp(c client.Client) error {
 		return fmt.Errorf("warming up the API server: %w", err)
 	}
 	return nil
-}
-
-// NewScheme knows the built-in kinds and rotor's.
-func NewScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := identityv1alpha1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
 }
 
 // Namespace creates a namespace for one test and deletes it when the test ends.
