@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 
+	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -91,14 +92,21 @@ func serve(args []string) error {
 func runDev(args []string) error {
 	fs := flag.NewFlagSet("rotor dev", flag.ContinueOnError)
 	o := server.DefaultOptions()
-	o.ProbeAddress, o.MetricsAddress = "127.0.0.1:8081", "127.0.0.1:9090"
+	// Empty: free ports on 127.0.0.1, printed with the instructions.
+	o.ProbeAddress, o.MetricsAddress = "", ""
 	o.AddFlags(fs)
 	d := dev.Options{}
-	fs.StringVar(&d.Addr, "addr", "127.0.0.1:8080", "Address of the issuer; the issuer URL is http://<addr>.")
+	fs.StringVar(&d.Addr, "addr", "", "Address of the issuer; the issuer URL is http://<addr>. Default 127.0.0.1:8080, or a free port if 8080 is taken.")
 	fs.StringVar(&d.StateDir, "state-dir", ".rotor/dev", "Directory for the kubeconfig of the local control plane.")
 	fs.StringVar(&d.DemoUser, "demo-user", "demo", "Username of the demo account.")
 	fs.StringVar(&d.DemoPassword, "demo-password", "", "Password of the demo account (default: generated and printed).")
-	zo := zap.Options{Development: true}
+	fs.Func("demo-groups", "Comma-separated groups of the demo account.", func(v string) error {
+		d.DemoGroups = splitList(v)
+		return nil
+	})
+	// Development logs (console, stack traces on errors), at info: the
+	// control plane's debug lines would bury the instructions.
+	zo := zap.Options{Development: true, Level: zapcore.InfoLevel}
 	zo.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -129,16 +137,21 @@ func accountCreate(args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(password) == 0 {
 		return errors.New("no password on stdin")
 	}
-	var gs []string
-	for _, g := range strings.Split(*groups, ",") {
-		if g = strings.TrimSpace(g); g != "" {
-			gs = append(gs, g)
-		}
-	}
-	manifest, err := accounts.Manifest(name, *namespace, gs, password)
+	manifest, err := accounts.Manifest(name, *namespace, splitList(*groups), password)
 	if err != nil {
 		return err
 	}
 	_, err = stdout.Write(manifest)
 	return err
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -192,13 +193,28 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		r.ensureNext,
 		r.deleteExpired,
 	} {
-		// A conflict or AlreadyExists means another reconcile (maybe another
-		// replica) wrote first: retry from a fresh read.
 		if err := step(ctx, ks, now); err != nil {
+			if lostWriteRace(err) {
+				// Another reconcile (another replica, or this one before the
+				// cache saw its own create) wrote first. Expected, so not an
+				// error: decide again from a fresh read shortly.
+				log.FromContext(ctx).V(1).Info("lost a write race; reconciling again", "error", err.Error())
+				return ctrl.Result{RequeueAfter: lostRaceRetry}, nil
+			}
 			return ctrl.Result{}, err
 		}
 	}
 	return ctrl.Result{RequeueAfter: r.nextDeadline(ks, now).Sub(now)}, nil
+}
+
+// lostRaceRetry is how soon a reconcile that lost a write race runs again;
+// the winner's watch event usually triggers it sooner.
+const lostRaceRetry = 200 * time.Millisecond
+
+// lostWriteRace: a create found the name taken, an update found a newer
+// version, or an update or delete found the Secret gone.
+func lostWriteRace(err error) bool {
+	return apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) || apierrors.IsNotFound(err)
 }
 
 // load lists the signing-key Secrets and parses them; unusable ones get a

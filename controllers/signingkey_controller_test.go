@@ -659,7 +659,11 @@ func TestTwoReconcilersRacingSettleOnOneActiveKey(t *testing.T) {
 		for _, r := range racers {
 			wg.Go(func() {
 				for range 4 {
-					if _, err := r.Reconcile(ctx, req); err != nil {
+					res, err := r.Reconcile(ctx, req)
+					if err != nil {
+						t.Errorf("a lost write race is not an error: %v", err)
+					}
+					if res.RequeueAfter == lostRaceRetry {
 						n.Add(1)
 					}
 				}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -56,23 +57,6 @@ func (l *logSink) len() int {
 	return len(l.lines)
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // harness is a Store on a fresh namespace of the real API server, with its
 // bcrypt comparisons counted and its clock under the test's control.
 type harness struct {
@@ -82,7 +66,7 @@ type harness struct {
 	compares atomic.Int64
 	// gate, when set, holds every comparison until it is closed.
 	gate  chan struct{}
-	clock *fakeClock
+	clock *clocktesting.FakeClock
 	logs  *logSink
 	// secrets must never appear in the log.
 	mu      sync.Mutex
@@ -93,9 +77,10 @@ type harness struct {
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
 	g := NewWithT(t)
-	h := &harness{t: t, ns: env.Namespace(t), clock: &fakeClock{now: time.Unix(1_800_000_000, 0)}, logs: &logSink{}}
+	h := &harness{t: t, ns: env.Namespace(t), clock: clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0)), logs: &logSink{}}
 	opts.Namespace = h.ns
 	opts.Log = h.logs.logger()
+	opts.Clock = h.clock
 	s, err := newStore(env.Config, env.Scheme, opts, hooks{
 		compare: func(hash, password []byte) error {
 			h.compares.Add(1)
@@ -105,7 +90,6 @@ func newHarness(t *testing.T, opts Options) *harness {
 			return bcrypt.CompareHashAndPassword(hash, password)
 		},
 		dummyCost: testCost,
-		now:       h.clock.Now,
 	})
 	g.Expect(err).NotTo(HaveOccurred())
 	h.store = s

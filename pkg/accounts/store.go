@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/bcrypt"
@@ -20,14 +19,15 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-// Defaults for zero Options.
+// Defaults for zero Options; rotor's flags default to them too.
 const (
-	DefaultFailuresPerMinute = 5
+	DefaultFailuresPerMinute = 6
 	DefaultBurst             = 10
 	DefaultMaxTracked        = 10000
 )
@@ -48,7 +48,7 @@ type Options struct {
 	// Namespace holds the account Secrets (rotor's own). Required.
 	Namespace string
 	// FailuresPerMinute is the sustained rate of failed logins allowed per
-	// username and, separately, per client address. Default 5.
+	// username and, separately, per client address. Default 6.
 	FailuresPerMinute float64
 	// Burst is how many failures each of those may have in a row before the
 	// rate applies. Default 10.
@@ -56,6 +56,8 @@ type Options struct {
 	// MaxTracked bounds each limiter map (usernames, addresses); the least
 	// recently tried key is forgotten first. Default 10000.
 	MaxTracked int
+	// Clock paces the login throttle; tests move it. Default: the real clock.
+	Clock clock.PassiveClock
 	// Log receives login outcomes (V(1)) and account problems; never
 	// passwords or hashes. Zero means the controller-runtime logger named
 	// "accounts".
@@ -66,7 +68,6 @@ type Options struct {
 type hooks struct {
 	compare   func(hash, password []byte) error
 	dummyCost int
-	now       func() time.Time
 }
 
 // Store authenticates against the account Secrets in one namespace.
@@ -78,7 +79,7 @@ type Store struct {
 	throttle  *throttle
 	compare   func(hash, password []byte) error
 	dummyHash []byte
-	now       func() time.Time
+	clock     clock.PassiveClock
 }
 
 // NewStore builds the store and its informer; Start runs it.
@@ -118,8 +119,8 @@ func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (
 	if h.dummyCost == 0 {
 		h.dummyCost = manifestCost
 	}
-	if h.now == nil {
-		h.now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
 	}
 
 	// The dummy hash has the cost Manifest uses, so an unknown username takes
@@ -166,7 +167,7 @@ func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (
 		throttle:  th,
 		compare:   h.compare,
 		dummyHash: dummy,
-		now:       h.now,
+		clock:     opts.Clock,
 	}, nil
 }
 
@@ -331,7 +332,7 @@ func (s *Store) Authenticate(ctx context.Context, username, password, clientAddr
 	}
 	log := s.log.WithValues("username", logName, "address", addrKey)
 
-	at, ok := s.throttle.admit(userKey, addrKey, s.now())
+	at, ok := s.throttle.admit(userKey, addrKey, s.clock.Now())
 	if !ok {
 		log.V(1).Info("login throttled")
 		return Account{}, ErrThrottled
@@ -362,7 +363,7 @@ func (s *Store) Authenticate(ctx context.Context, username, password, clientAddr
 	case rec.account.Disabled:
 		reason = "account disabled"
 	}
-	at.done(reason != "", s.now())
+	at.done(reason != "", s.clock.Now())
 	if reason != "" {
 		if st == statusAmbiguous {
 			// An operator error, so it is logged at the default level.

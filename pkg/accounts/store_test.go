@@ -64,9 +64,9 @@ func TestFailuresAreThrottledPerUsername(t *testing.T) {
 	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(throttled), "the right password once the budget is spent")
 	g.Expect(h.login("bob", "bob-password", "192.0.2.4")).To(Equal(ok(Account{Username: "bob"})), "another username from the same address")
 
-	h.clock.Advance(9 * time.Second)
+	h.clock.Step(9 * time.Second)
 	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(throttled), "before one failure has been refilled (10 s at 6/min)")
-	h.clock.Advance(1 * time.Second)
+	h.clock.Step(1 * time.Second)
 	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(ok(alice)))
 	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(ok(alice)), "a success spent nothing")
 	g.Expect(h.login("alice", "guess-4", "192.0.2.4")).To(Equal(invalid))

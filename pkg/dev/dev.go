@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"text/template"
@@ -28,6 +29,8 @@ import (
 
 // Options are the flags of `rotor dev` beyond the issuer's.
 type Options struct {
+	// Addr is the issuer's address; empty picks 127.0.0.1:8080, or a free
+	// port when 8080 is taken (another demo, a test run).
 	Addr         string
 	StateDir     string
 	DemoUser     string
@@ -38,6 +41,21 @@ type Options struct {
 // Run runs `rotor dev`: a local control plane with rotor's CRDs, a demo
 // account, and everything `rotor serve` runs, until ctx ends.
 func Run(ctx context.Context, o server.Options, d Options, log logr.Logger, out io.Writer) error {
+	var err error
+	if d.Addr == "" {
+		if d.Addr, err = freeAddr("127.0.0.1:8080"); err != nil {
+			return err
+		}
+	}
+	// Health and metrics ports are picked free unless given, so that two
+	// demos (or a demo beside the tests) do not collide.
+	for _, a := range []*string{&o.ProbeAddress, &o.MetricsAddress} {
+		if *a == "" {
+			if *a, err = freeAddr("127.0.0.1:0"); err != nil {
+				return err
+			}
+		}
+	}
 	o.IssuerURL = "http://" + d.Addr
 	o.ListenAddress = d.Addr
 	o.InsecureHTTP = true
@@ -98,6 +116,7 @@ func Run(ctx context.Context, o server.Options, d Options, log logr.Logger, out 
 	if err := instructions.Execute(out, map[string]any{
 		"URL": o.IssuerURL, "Kubeconfig": kubeconfigPath, "User": d.DemoUser, "Password": d.DemoPassword,
 		"Namespace": o.Namespace, "Audience": o.Audience, "SAAudience": o.ServiceAccountAudience,
+		"Probe": o.ProbeAddress, "Metrics": o.MetricsAddress,
 	}); err != nil {
 		return err
 	}
@@ -158,5 +177,21 @@ Inspect sessions and keys on the real API server:
   kubectl --kubeconfig {{.Kubeconfig}} -n {{.Namespace}} get rt
   kubectl --kubeconfig {{.Kubeconfig}} -n {{.Namespace}} get secrets --field-selector type=identity.rotor.dev/signing-key -L identity.rotor.dev/key-state
 
+Probes: http://{{.Probe}}/readyz   Metrics: http://{{.Metrics}}/metrics
+
 Ctrl-C stops rotor and the control plane.
 `))
+
+// freeAddr returns addr if it can be listened on now, else a free port on
+// 127.0.0.1. The port is released before rotor binds it: good enough for a
+// development command, never used by rotor serve.
+func freeAddr(addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return "", fmt.Errorf("finding a free port: %w", err)
+		}
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}

@@ -1,6 +1,3 @@
-// Package server wires rotor together: the controller manager (signing
-// keys, session GC, leader election, probes, metrics) and the embedded
-// issuer that every replica serves. `rotor serve` and `rotor dev` share it.
 package server
 
 import (
@@ -14,6 +11,7 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/keys"
 	"rotor.dev/rotor/pkg/workload"
 )
@@ -90,8 +88,8 @@ func DefaultOptions() Options {
 		KeyPrepublish:          time.Hour,
 		JWKSMaxAge:             15 * time.Minute,
 		ServiceAccountAudience: "rotor",
-		LoginFailuresPerMinute: 6,
-		LoginFailureBurst:      10,
+		LoginFailuresPerMinute: accounts.DefaultFailuresPerMinute,
+		LoginFailureBurst:      accounts.DefaultBurst,
 		APIQPS:                 500,
 		APIBurst:               1000,
 		APITimeout:             5 * time.Second,

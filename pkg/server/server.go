@@ -1,3 +1,6 @@
+// Package server is what `rotor serve` runs: the controller manager (signing
+// keys, session GC, leader election, probes, metrics) and the embedded issuer
+// that every replica serves.
 package server
 
 import (
@@ -12,15 +15,14 @@ import (
 	"github.com/go-logr/logr"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -32,24 +34,11 @@ import (
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/issuer"
 	"rotor.dev/rotor/pkg/keys"
+	"rotor.dev/rotor/pkg/scheme"
 	"rotor.dev/rotor/pkg/sessions"
 	"rotor.dev/rotor/pkg/tokens"
 	"rotor.dev/rotor/pkg/workload"
 )
-
-// Scheme knows the built-in kinds and rotor's.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	utilRuntimeMust(clientgoscheme.AddToScheme(s))
-	utilRuntimeMust(identityv1alpha1.AddToScheme(s))
-	return s
-}
-
-func utilRuntimeMust(err error) {
-	if err != nil {
-		panic(err)
-	}
-}
 
 // Server is a configured rotor: call Start to run it.
 type Server struct {
@@ -67,8 +56,9 @@ type Server struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=rotor-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=rotor-system,resources=events,verbs=create;patch
 
-// New builds the manager and the issuer and opens the issuer's listener,
-// so that Addr is known before Start.
+// New builds everything rotor runs and opens the issuer's listener, so that
+// Addr is known before Start. Each step adds what it builds to the manager,
+// which starts and stops it; a failed step closes the listener if it is open.
 func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -76,12 +66,55 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
-	alg, _ := keys.ParseAlgorithm(o.KeyAlgorithm)
-	scheme := Scheme()
+	w := &wiring{cfg: cfg, o: o, log: log}
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"creating the manager", w.manager},
+		{"setting up signing keys", w.signingKeys},
+		{"setting up accounts", w.accounts},
+		{"setting up the session store", w.sessions},
+		{"setting up the session collector", w.collector},
+		{"setting up the issuer", w.issuer},
+		{"adding probes", w.probes},
+		{"opening the listener", w.listen},
+	}
+	for _, step := range steps {
+		if err := step.run(); err != nil {
+			if w.ln != nil {
+				_ = w.ln.Close()
+			}
+			return nil, fmt.Errorf("%s: %w", step.name, err)
+		}
+	}
+	return &Server{Manager: w.mgr, Keys: w.keys, Sessions: w.store, Accounts: w.accts, Evictor: w.evictor, Issuer: w.iss, listener: w.ln}, nil
+}
 
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: scheme,
-		Logger: log,
+// wiring holds what the steps of New have built so far.
+type wiring struct {
+	cfg *rest.Config
+	o   Options
+	log logr.Logger
+
+	mgr      manager.Manager
+	keys     *keys.Set
+	accts    *accounts.Store
+	apiCfg   *rest.Config // the token path's own rate limit and user agent
+	api      client.Client
+	meta     metadata.Interface
+	store    *sessions.Store
+	evictor  *sessions.Evictor
+	reviewer *workload.Reviewer
+	iss      *issuer.Issuer
+	ln       net.Listener
+}
+
+func (w *wiring) manager() error {
+	o := w.o
+	mgr, err := ctrl.NewManager(w.cfg, ctrl.Options{
+		Scheme: scheme.Scheme,
+		Logger: w.log,
 		// Tests and benchmarks run several managers in one process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		Cache: cache.Options{
@@ -99,17 +132,31 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		RenewDeadline:                 durationOrNil(o.RenewDeadline),
 		RetryPeriod:                   durationOrNil(o.RetryPeriod),
 	})
-	if err != nil {
-		return nil, fmt.Errorf("creating manager: %w", err)
-	}
+	w.mgr = mgr
+	return err
+}
 
-	set := keys.NewSet()
-	if err := set.Watch(context.Background(), mgr.GetCache(), o.Namespace); err != nil {
-		return nil, fmt.Errorf("watching signing keys: %w", err)
+// signingKeys: the key set every replica signs and verifies with, fed by the
+// Secret informer, and the controller (leader only) that rotates the keys.
+func (w *wiring) signingKeys() error {
+	o := w.o
+	w.keys = keys.NewSet()
+	if err := w.mgr.Add(everyReplica(func(ctx context.Context) error {
+		if err := w.keys.Watch(ctx, w.mgr.GetCache(), o.Namespace); err != nil {
+			return fmt.Errorf("watching signing keys: %w", err)
+		}
+		<-ctx.Done()
+		return nil
+	})); err != nil {
+		return err
 	}
-	if err := (&controllers.SigningKeyReconciler{
-		Client:         mgr.GetClient(),
-		Recorder:       mgr.GetEventRecorder("rotor-signing-keys"),
+	alg, err := keys.ParseAlgorithm(o.KeyAlgorithm)
+	if err != nil {
+		return err
+	}
+	return (&controllers.SigningKeyReconciler{
+		Client:         w.mgr.GetClient(),
+		Recorder:       w.mgr.GetEventRecorder("rotor-signing-keys"),
 		Clock:          o.Clock,
 		Namespace:      o.Namespace,
 		Algorithm:      alg,
@@ -118,31 +165,38 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		// A retired key stays published while tokens it signed may be
 		// valid, and while verifiers may still hold it in a cached JWKS.
 		RetireAfter: o.AccessTokenTTL + o.ClockSkew + o.JWKSMaxAge,
-	}).SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("setting up signing-key controller: %w", err)
-	}
+	}).SetupWithManager(w.mgr)
+}
 
-	accts, err := accounts.NewStore(cfg, scheme, accounts.Options{
-		Namespace:         o.Namespace,
-		FailuresPerMinute: o.LoginFailuresPerMinute,
-		Burst:             o.LoginFailureBurst,
+// accounts: the account Secrets, through their own filtered informer.
+func (w *wiring) accounts() error {
+	accts, err := accounts.NewStore(w.cfg, scheme.Scheme, accounts.Options{
+		Namespace:         w.o.Namespace,
+		FailuresPerMinute: w.o.LoginFailuresPerMinute,
+		Burst:             w.o.LoginFailureBurst,
+		Clock:             w.o.Clock,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creating account store: %w", err)
+		return err
 	}
-	if err := mgr.Add(accts); err != nil {
-		return nil, err
-	}
+	w.accts = accts
+	return w.mgr.Add(accts)
+}
 
-	// The refresh path has its own client: uncached (the store is the
-	// cache) and with a rate limit fit for one write per refresh.
-	apiCfg := rest.CopyConfig(cfg)
-	apiCfg.QPS, apiCfg.Burst = float32(o.APIQPS), o.APIBurst
-	apiCfg.UserAgent = "rotor-issuer"
-	sessionClient, err := client.New(apiCfg, client.Options{Scheme: scheme})
+// sessions: the store on the token path and the watch that evicts its cache
+// entries changed elsewhere.
+func (w *wiring) sessions() error {
+	o := w.o
+	// The token path has its own client: uncached (the store is the cache)
+	// and with a rate limit fit for one write per refresh.
+	w.apiCfg = rest.CopyConfig(w.cfg)
+	w.apiCfg.QPS, w.apiCfg.Burst = float32(o.APIQPS), o.APIBurst
+	w.apiCfg.UserAgent = "rotor-issuer"
+	api, err := client.New(w.apiCfg, client.Options{Scheme: scheme.Scheme})
 	if err != nil {
-		return nil, fmt.Errorf("creating session client: %w", err)
+		return fmt.Errorf("creating the session client: %w", err)
 	}
+	w.api = api
 	// Learn the REST mappings now, not on the first login (discovery is
 	// several requests); if the API server is not there yet, the first
 	// request will learn them.
@@ -150,11 +204,11 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		identityv1alpha1.GroupVersion.WithKind("RefreshToken"),
 		authenticationv1.SchemeGroupVersion.WithKind("TokenReview"),
 	} {
-		if _, err := sessionClient.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
-			log.Info("could not warm the REST mapping; the first request will", "kind", gvk.Kind, "error", err.Error())
+		if _, err := api.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			w.log.Info("could not warm the REST mapping; the first request will", "kind", gvk.Kind, "error", err.Error())
 		}
 	}
-	store, err := sessions.NewStore(sessionClient, sessions.Config{
+	w.store, err = sessions.NewStore(api, sessions.Config{
 		Namespace:   o.Namespace,
 		RefreshTTL:  o.RefreshTokenTTL,
 		MaxLifetime: o.SessionMaxLifetime,
@@ -162,37 +216,40 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		CacheSize:   o.SessionCacheSize,
 		Timeout:     o.APITimeout,
 		Clock:       o.Clock,
-		Recorder:    mgr.GetEventRecorder("rotor-issuer"),
+		Recorder:    w.mgr.GetEventRecorder("rotor-issuer"),
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	meta, err := metadata.NewForConfig(apiCfg)
-	if err != nil {
-		return nil, err
+	if w.meta, err = metadata.NewForConfig(w.apiCfg); err != nil {
+		return err
 	}
-	evictor := &sessions.Evictor{Store: store, Metadata: meta, Namespace: o.Namespace, Log: log.WithName("session-evictor")}
-	if err := mgr.Add(evictor); err != nil {
-		return nil, err
-	}
-	if err := mgr.Add(&controllers.SessionCollector{
-		Metadata:         meta,
-		Reader:           mgr.GetAPIReader(),
-		Namespace:        o.Namespace,
-		Clock:            o.Clock,
-		RevokedRetention: o.RevokedRetention,
-		Log:              log.WithName("session-gc"),
-	}); err != nil {
-		return nil, err
-	}
+	w.evictor = &sessions.Evictor{Store: w.store, Metadata: w.meta, Namespace: o.Namespace, Log: w.log.WithName("session-evictor")}
+	return w.mgr.Add(w.evictor)
+}
 
-	reviewer := &workload.Reviewer{Client: sessionClient, Audience: o.ServiceAccountAudience, Timeout: o.APITimeout}
+// collector: garbage collection of ended sessions (leader only).
+func (w *wiring) collector() error {
+	return w.mgr.Add(&controllers.SessionCollector{
+		Metadata:         w.meta,
+		Reader:           w.mgr.GetAPIReader(),
+		Namespace:        w.o.Namespace,
+		Clock:            w.o.Clock,
+		RevokedRetention: w.o.RevokedRetention,
+		Log:              w.log.WithName("session-gc"),
+	})
+}
+
+// issuer: the OAuth endpoints over keys, accounts, sessions and TokenReviews.
+func (w *wiring) issuer() error {
+	o := w.o
+	w.reviewer = &workload.Reviewer{Client: w.api, Audience: o.ServiceAccountAudience, Timeout: o.APITimeout}
 	// Callers of /introspect present the same token again and again.
-	callers, err := workload.NewCachedReviewer(reviewer, time.Minute, 1024, o.Clock)
+	callers, err := workload.NewCachedReviewer(w.reviewer, time.Minute, 1024, o.Clock)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	iss := issuer.New(issuer.Config{
+	w.iss = issuer.New(issuer.Config{
 		URL:                 o.IssuerURL,
 		Audience:            o.Audience,
 		AllowedAudiences:    o.AllowedAudiences,
@@ -202,59 +259,85 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		ExchangePolicy:      workload.Policy(o.TokenExchangeAllow),
 		IntrospectionPolicy: workload.Policy(o.IntrospectionAllow),
 	}, issuer.Deps{
-		Keys:          set,
-		Minter:        &tokens.Minter{Issuer: o.IssuerURL, TTL: o.AccessTokenTTL, Keys: set, Clock: o.Clock},
-		Verifier:      &tokens.Verifier{Issuer: o.IssuerURL, Audience: o.Audience, Keys: set, Leeway: o.ClockSkew, Clock: o.Clock},
-		Sessions:      store,
-		Accounts:      accts,
-		Exchange:      reviewer,
+		Keys:          w.keys,
+		Minter:        &tokens.Minter{Issuer: o.IssuerURL, TTL: o.AccessTokenTTL, Keys: w.keys, Clock: o.Clock},
+		Verifier:      &tokens.Verifier{Issuer: o.IssuerURL, Audience: o.Audience, Keys: w.keys, Leeway: o.ClockSkew, Clock: o.Clock},
+		Sessions:      w.store,
+		Accounts:      w.accts,
+		Exchange:      w.reviewer,
 		Introspectors: callers,
-		Log:           log.WithName("issuer"),
+		Log:           w.log.WithName("issuer"),
 	})
+	return nil
+}
 
+// probes: ready once keys, accounts and the session watch are there.
+func (w *wiring) probes() error {
 	for name, check := range map[string]healthz.Checker{
-		"signing-keys": set.ReadyCheck,
-		"accounts":     accts.ReadyCheck,
+		"signing-keys": w.keys.ReadyCheck,
+		"accounts":     w.accts.ReadyCheck,
 		"sessions": func(*http.Request) error {
-			if !evictor.Synced() {
+			if !w.evictor.Synced() {
 				return errors.New("session watch not established")
 			}
 			return nil
 		},
 	} {
-		if err := mgr.AddReadyzCheck(name, check); err != nil {
-			return nil, err
+		if err := w.mgr.AddReadyzCheck(name, check); err != nil {
+			return err
 		}
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, err
-	}
+	return w.mgr.AddHealthzCheck("ping", healthz.Ping)
+}
 
-	ln, err := net.Listen("tcp", o.ListenAddress)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", o.ListenAddress, err)
-	}
+// listen opens the issuer's listener, with TLS from files that are reloaded
+// when cert-manager or the kubelet replaces them.
+func (w *wiring) listen() error {
+	o := w.o
 	srv := &http.Server{
-		Handler:           iss.Handler(),
+		Handler:           w.iss.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 	}
+	var certs *certwatcher.CertWatcher
 	if !o.InsecureHTTP {
-		certs, err := newCertReloader(o.TLSCertFile, o.TLSKeyFile)
-		if err != nil {
-			_ = ln.Close()
-			return nil, err
+		var err error
+		if certs, err = newCertWatcher(o.TLSCertFile, o.TLSKeyFile); err != nil {
+			return err
 		}
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
-		ln = tls.NewListener(ln, srv.TLSConfig)
+		if err := w.mgr.Add(certs); err != nil {
+			return err
+		}
 	}
-	if err := mgr.Add(&httpRunnable{srv: srv, ln: ln}); err != nil {
-		return nil, err
+	ln, err := net.Listen("tcp", o.ListenAddress)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", o.ListenAddress, err)
 	}
-	return &Server{Manager: mgr, Keys: set, Sessions: store, Accounts: accts, Evictor: evictor, Issuer: iss, listener: ln}, nil
+	w.ln = ln
+	if certs != nil {
+		srv.TLSConfig = tlsConfig(certs)
+		w.ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	return w.mgr.Add(&httpRunnable{srv: srv, ln: w.ln})
+}
+
+// newCertWatcher loads the serving certificate, which must be there at
+// start. Once started, the watcher re-reads the files on every change and
+// every 10 seconds, and keeps the last good pair while a new one is invalid
+// (half written).
+func newCertWatcher(certFile, keyFile string) (*certwatcher.CertWatcher, error) {
+	w, err := certwatcher.New(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading TLS certificate %s: %w", certFile, err)
+	}
+	return w, nil
+}
+
+func tlsConfig(certs *certwatcher.CertWatcher) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
 }
 
 func durationOrNil(d time.Duration) *time.Duration {
@@ -269,6 +352,12 @@ func (s *Server) Addr() net.Addr { return s.listener.Addr() }
 
 // Start runs everything until ctx ends.
 func (s *Server) Start(ctx context.Context) error { return s.Manager.Start(ctx) }
+
+// everyReplica is a runnable that runs on every replica, leader or not.
+type everyReplica func(context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+func (everyReplica) NeedLeaderElection() bool          { return false }
 
 // httpRunnable serves the issuer on every replica, leader or not.
 type httpRunnable struct {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,9 +22,10 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 )
 
-// tlsTestCA signs the serving certificates of the reloader tests.
+// tlsTestCA signs the serving certificates of the watcher tests.
 type tlsTestCA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
@@ -131,15 +133,31 @@ func (v *tlsTestSecretVolume) write(t *testing.T, files map[string][]byte) {
 	v.current = versionDir
 }
 
+// startCertWatcher runs the certificate watcher New uses until the test ends,
+// polling every 200ms besides its file events so the tests stay short.
+func startCertWatcher(t *testing.T, dir string) *certwatcher.CertWatcher {
+	t.Helper()
+	w, err := newCertWatcher(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WithWatchInterval(200 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return w
+}
+
 // serveReloadingTLS serves HTTPS on loopback the way New does: a TLS
-// listener whose certificate comes from the reloader.
-func serveReloadingTLS(t *testing.T, r *certReloader) string {
+// listener whose certificate comes from the watcher.
+func serveReloadingTLS(t *testing.T, w *certwatcher.CertWatcher) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsLn := tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate})
+	tlsLn := tls.NewListener(ln, tlsConfig(w))
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -174,41 +192,36 @@ func servedSerial(addr string, roots *x509.CertPool) (int64, error) {
 	return resp.TLS.PeerCertificates[0].SerialNumber.Int64(), nil
 }
 
-func TestCertReloaderServesReplacedCertificateWithoutRestart(t *testing.T) {
+func TestCertWatcherServesReplacedCertificateWithoutRestart(t *testing.T) {
 	g := NewWithT(t)
 	ca := newTLSTestCA(t)
 	vol := &tlsTestSecretVolume{dir: t.TempDir()}
 	cert1, key1 := ca.issue(t, 1001)
 	vol.write(t, map[string][]byte{"tls.crt": cert1, "tls.key": key1})
 
-	r, err := newCertReloader(filepath.Join(vol.dir, "tls.crt"), filepath.Join(vol.dir, "tls.key"))
-	g.Expect(err).NotTo(HaveOccurred())
-	addr := serveReloadingTLS(t, r)
+	addr := serveReloadingTLS(t, startCertWatcher(t, vol.dir))
 	g.Expect(servedSerial(addr, ca.pool)).To(Equal(int64(1001)))
 
 	// cert-manager renews: the kubelet swaps the Secret volume's files.
 	cert2, key2 := ca.issue(t, 1002)
 	vol.write(t, map[string][]byte{"tls.crt": cert2, "tls.key": key2})
-	// The reloader re-checks the files at most once a second.
 	g.Eventually(func() (int64, error) { return servedSerial(addr, ca.pool) }).
 		WithTimeout(5 * time.Second).WithPolling(200 * time.Millisecond).Should(Equal(int64(1002)))
 	g.Consistently(func() (int64, error) { return servedSerial(addr, ca.pool) }).
 		WithTimeout(1500 * time.Millisecond).WithPolling(300 * time.Millisecond).Should(Equal(int64(1002)))
 }
 
-func TestCertReloaderKeepsLastGoodCertificate(t *testing.T) {
+func TestCertWatcherKeepsLastGoodCertificate(t *testing.T) {
 	g := NewWithT(t)
 	ca := newTLSTestCA(t)
 	vol := &tlsTestSecretVolume{dir: t.TempDir()}
 	cert1, key1 := ca.issue(t, 2001)
 	vol.write(t, map[string][]byte{"tls.crt": cert1, "tls.key": key1})
-	r, err := newCertReloader(filepath.Join(vol.dir, "tls.crt"), filepath.Join(vol.dir, "tls.key"))
-	g.Expect(err).NotTo(HaveOccurred())
-	addr := serveReloadingTLS(t, r)
+	addr := serveReloadingTLS(t, startCertWatcher(t, vol.dir))
 	g.Expect(servedSerial(addr, ca.pool)).To(Equal(int64(2001)))
 
 	// A certificate whose key does not match (a half-updated pair): the
-	// last good certificate keeps being served, past the re-check interval.
+	// last good certificate keeps being served, past several re-reads.
 	cert2, _ := ca.issue(t, 2002)
 	_, otherKey := ca.issue(t, 2003)
 	vol.write(t, map[string][]byte{"tls.crt": cert2, "tls.key": otherKey})
@@ -222,14 +235,14 @@ func TestCertReloaderKeepsLastGoodCertificate(t *testing.T) {
 		WithTimeout(5 * time.Second).WithPolling(200 * time.Millisecond).Should(Equal(int64(2004)))
 }
 
-func TestCertReloaderRequiresCertificateAtStart(t *testing.T) {
+func TestCertWatcherRequiresCertificateAtStart(t *testing.T) {
 	g := NewWithT(t)
 	dir := t.TempDir()
-	_, err := newCertReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	_, err := newCertWatcher(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
 	g.Expect(errors.Is(err, fs.ErrNotExist)).To(BeTrue(), "missing files: %v", err)
 
 	garbage := filepath.Join(dir, "garbage.pem")
 	g.Expect(os.WriteFile(garbage, []byte("not a certificate"), 0o600)).To(Succeed())
-	_, err = newCertReloader(garbage, garbage)
+	_, err = newCertWatcher(garbage, garbage)
 	g.Expect(err).To(MatchError(ContainSubstring("loading TLS certificate " + garbage)))
 }

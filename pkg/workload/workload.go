@@ -46,19 +46,19 @@ type Reviewer struct {
 	// Audience is the audience tokens must have been minted for, so a token
 	// meant for another service cannot be replayed to rotor.
 	Audience string
-	Timeout  time.Duration
+	// Timeout bounds each review; zero means the caller's context alone.
+	Timeout time.Duration
 }
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 
 // Review returns the identity of a valid ServiceAccount token.
 func (r *Reviewer) Review(ctx context.Context, token string) (Identity, error) {
-	timeout := r.Timeout
-	if timeout == 0 {
-		timeout = 5 * time.Second
+	if r.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
+		defer cancel()
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{r.Audience}}}
 	if err := r.Client.Create(ctx, tr); err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
