@@ -1,5 +1,5 @@
 // Command bench measures rotor against the limits it is designed around
-// (shared/reference/limits.md, issue 8) and prints one markdown table:
+// (shared/reference/limits.md) and prints one markdown table:
 //
 //   - refresh throughput and latency of an in-process rotor, side by side
 //     with raw conditional updates of the same RefreshToken objects (the
@@ -7,7 +7,7 @@
 //   - API-server requests per login and per warm refresh, from the API
 //     server's own apiserver_request_total;
 //   - signing and verification cost next to the raw primitives (go test
-//     -bench in pkg/tokens, and pkg/client once it exists);
+//     -bench in pkg/tokens and pkg/client);
 //   - password-grant throughput (bcrypt-bound by design);
 //   - the RSS of a separate `rotor serve` with 0, N/10 and N stored sessions,
 //     and how fast its collector deletes those N sessions when they expire
