@@ -1,5 +1,11 @@
 package client
 
+// The key set is parsed here rather than with go-jose: pkg/client is imported
+// by rotor's users, and a JOSE library would be its largest dependency for
+// the three key shapes rotor publishes. jwks_test.go checks this parser
+// against go-jose's output, and verifier_test.go verifies tokens signed by
+// the issuer's own code.
+
 import (
 	"crypto"
 	"crypto/ecdsa"
