@@ -73,8 +73,15 @@ type harness struct {
 	secrets []string
 }
 
-// newHarness builds the store without starting it.
+// newHarness builds the store without starting it; it accepts hashes of
+// testCost only.
 func newHarness(t *testing.T, opts Options) *harness {
+	t.Helper()
+	return newHarnessWithCost(t, opts, testCost)
+}
+
+// newHarnessWithCost builds a store that accepts hashes of the given cost.
+func newHarnessWithCost(t *testing.T, opts Options, cost int) *harness {
 	t.Helper()
 	g := NewWithT(t)
 	h := &harness{t: t, ns: env.Namespace(t), clock: clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0)), logs: &logSink{}}
@@ -89,7 +96,7 @@ func newHarness(t *testing.T, opts Options) *harness {
 			}
 			return bcrypt.CompareHashAndPassword(hash, password)
 		},
-		dummyCost: testCost,
+		dummyCost: cost,
 	})
 	g.Expect(err).NotTo(HaveOccurred())
 	h.store = s

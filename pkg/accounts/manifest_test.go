@@ -14,7 +14,9 @@ import (
 
 func TestManifestAppliesAndLogsIn(t *testing.T) {
 	g := NewWithT(t)
-	h := startHarness(t, Options{})
+	// A store as rotor runs it, accepting the cost Manifest writes.
+	h := newHarnessWithCost(t, Options{}, manifestCost)
+	h.start()
 	password := []byte("correct horse battery staple")
 
 	out, err := Manifest("alice", h.ns, []string{"dev", "ops"}, password)

@@ -29,7 +29,7 @@ import (
 const (
 	DefaultFailuresPerMinute = 6
 	DefaultBurst             = 10
-	DefaultMaxTracked        = 10000
+	DefaultMaxTracked        = 100000
 )
 
 // usernameIndex is the cache index over the username data key.
@@ -48,13 +48,16 @@ type Options struct {
 	// Namespace holds the account Secrets (rotor's own). Required.
 	Namespace string
 	// FailuresPerMinute is the sustained rate of failed logins allowed per
-	// username and, separately, per client address. Default 6.
+	// (username, client address); a username over all addresses may fail 5x
+	// the burst at the same rate, an address over all usernames 10x the
+	// burst at 10x the rate (see throttle). Default 6.
 	FailuresPerMinute float64
-	// Burst is how many failures each of those may have in a row before the
-	// rate applies. Default 10.
+	// Burst is how many failures a (username, client address) may have in a
+	// row before the rate applies. Default 10.
 	Burst int
-	// MaxTracked bounds each limiter map (usernames, addresses); the least
-	// recently tried key is forgotten first. Default 10000.
+	// MaxTracked bounds each map of the login throttle (pairs, usernames,
+	// addresses, known pairs); see throttle for what is forgotten first.
+	// Default 100000.
 	MaxTracked int
 	// Clock paces the login throttle; tests move it. Default: the real clock.
 	Clock clock.PassiveClock
@@ -79,6 +82,7 @@ type Store struct {
 	throttle  *throttle
 	compare   func(hash, password []byte) error
 	dummyHash []byte
+	cost      int // the only bcrypt cost accepted: the dummy hash's
 	clock     clock.PassiveClock
 }
 
@@ -167,6 +171,7 @@ func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (
 		throttle:  th,
 		compare:   h.compare,
 		dummyHash: dummy,
+		cost:      h.dummyCost,
 		clock:     opts.Clock,
 	}, nil
 }
@@ -274,11 +279,25 @@ func (s *Store) find(username string) (rec record, st lookupStatus, secrets []st
 		return record{}, statusAmbiguous, secrets, nil
 	}
 	rec, perr := parseSecret(matches[0])
+	if perr == nil {
+		perr = s.checkCost(rec.hash)
+	}
 	if perr != nil {
 		s.log.Info("account Secret is unusable; refusing its logins", "secret", matches[0].Name, "username", username, "reason", perr.Error())
 		return record{}, statusInvalid, secrets, nil
 	}
 	return rec, statusFound, secrets, nil
+}
+
+// checkCost refuses hashes of another cost than rotor's own: a login
+// compares exactly one hash whatever the username, and its time must not
+// tell an existing account (a cheaper or dearer hash) from a missing one
+// (the dummy hash).
+func (s *Store) checkCost(hash []byte) error {
+	if c, err := bcrypt.Cost(hash); err != nil || c != s.cost {
+		return fmt.Errorf("passwordHash has bcrypt cost %d, rotor accepts only %d: recreate it with rotor account create", c, s.cost)
+	}
+	return nil
 }
 
 // parseSecret validates an account Secret. Its errors never quote the hash.

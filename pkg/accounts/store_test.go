@@ -9,6 +9,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -51,18 +52,18 @@ func TestAuthenticate(t *testing.T) {
 	}
 }
 
-func TestFailuresAreThrottledPerUsername(t *testing.T) {
+func TestFailuresAreThrottledPerUsernameAndAddress(t *testing.T) {
 	g := NewWithT(t)
 	h := startHarness(t, Options{FailuresPerMinute: 6, Burst: 3})
 	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
 	h.create(h.accountSecret("bob", "bob-password", nil, nil))
 
-	// Each guess comes from its own address, as from a botnet.
-	g.Expect(h.login("alice", "guess-1", "192.0.2.1")).To(Equal(invalid))
-	g.Expect(h.login("alice", "guess-2", "192.0.2.2")).To(Equal(invalid))
-	g.Expect(h.login("alice", "guess-3", "192.0.2.3")).To(Equal(invalid))
-	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(throttled), "the right password once the budget is spent")
+	g.Expect(h.login("alice", "guess-1", "192.0.2.4")).To(Equal(invalid))
+	g.Expect(h.login("alice", "guess-2", "192.0.2.4")).To(Equal(invalid))
+	g.Expect(h.login("alice", "guess-3", "192.0.2.4")).To(Equal(invalid))
+	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(throttled), "the right password once the pair's budget is spent")
 	g.Expect(h.login("bob", "bob-password", "192.0.2.4")).To(Equal(ok(Account{Username: "bob"})), "another username from the same address")
+	g.Expect(h.login("alice", "alice-password", "192.0.2.5")).To(Equal(ok(alice)), "the same username from another address")
 
 	h.clock.Step(9 * time.Second)
 	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(throttled), "before one failure has been refilled (10 s at 6/min)")
@@ -73,15 +74,50 @@ func TestFailuresAreThrottledPerUsername(t *testing.T) {
 	g.Expect(h.login("alice", "alice-password", "192.0.2.4")).To(Equal(throttled))
 }
 
+// Attacks found in review, with the default budgets: each used to lock
+// alice out or reset her budget.
+func TestLoginThrottlingResistsLockoutAndReset(t *testing.T) {
+	h := startHarness(t, Options{})
+	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
+
+	t.Run("ten wrong passwords for alice from ten addresses leave her a new address", func(t *testing.T) {
+		g := NewWithT(t)
+		for i := range 10 {
+			g.Expect(h.login("alice", "guess", fmt.Sprintf("198.51.100.%d", i+1))).To(Equal(invalid))
+		}
+		g.Expect(h.login("alice", "alice-password", "192.0.2.200")).To(Equal(ok(alice)))
+	})
+	t.Run("ten failures for made-up names from one address lock out nobody behind it", func(t *testing.T) {
+		g := NewWithT(t)
+		for i := range 10 {
+			g.Expect(h.login(fmt.Sprintf("nobody-%d", i), "guess", "203.0.113.7")).To(Equal(invalid))
+		}
+		g.Expect(h.login("alice", "alice-password", "203.0.113.7")).To(Equal(ok(alice)))
+	})
+	t.Run("10,050 junk logins from one address do not reset alice's spent budget", func(t *testing.T) {
+		g := NewWithT(t)
+		for range 10 {
+			g.Expect(h.login("alice", "guess", "192.0.2.66")).To(Equal(invalid))
+		}
+		g.Expect(h.login("alice", "alice-password", "192.0.2.66")).To(Equal(throttled))
+		before := h.compares.Load()
+		for i := range 10_050 {
+			_, _ = h.store.Authenticate(context.Background(), fmt.Sprintf("junk-%d", i), "guess", "192.0.2.99")
+		}
+		g.Expect(h.compares.Load()-before).To(Equal(int64(100)), "the address's budget: 10x the burst, then no bcrypt and no state")
+		g.Expect(h.login("alice", "alice-password", "192.0.2.66")).To(Equal(throttled), "alice's pair is still spent")
+	})
+}
+
 func TestFailuresAreThrottledPerAddress(t *testing.T) {
 	h := startHarness(t, Options{FailuresPerMinute: 6, Burst: 3})
 	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
 
-	// Spend both addresses' budgets on usernames that do not exist, as a
-	// password-spraying client would.
+	// Spend both addresses' budgets (10x the burst) on usernames that do not
+	// exist, as a password-spraying client would.
 	for _, addr := range []string{"192.0.2.7", "2001:db8::1"} {
-		for _, user := range []string{"user-1", "user-2", "user-3"} {
-			NewWithT(t).Expect(h.login(user, "guess", addr)).To(Equal(invalid))
+		for i := range 30 {
+			NewWithT(t).Expect(h.login(fmt.Sprintf("user-%d", i), "guess", addr)).To(Equal(invalid))
 		}
 	}
 
@@ -90,7 +126,7 @@ func TestFailuresAreThrottledPerAddress(t *testing.T) {
 		addr string
 		want outcome
 	}{
-		{"the spent IPv4 address is throttled for the right password", "192.0.2.7", throttled},
+		{"the spent IPv4 address is throttled for a user new to it", "192.0.2.7", throttled},
 		{"the same address with a port is throttled", "192.0.2.7:51234", throttled},
 		{"the same address mapped into IPv6 is throttled", "::ffff:192.0.2.7", throttled},
 		{"another IPv4 address logs in", "192.0.2.8", ok(alice)},
@@ -101,6 +137,24 @@ func TestFailuresAreThrottledPerAddress(t *testing.T) {
 			NewWithT(t).Expect(h.login("alice", "alice-password", tc.addr)).To(Equal(tc.want))
 		})
 	}
+}
+
+// A hash of another cost would answer faster or slower than the dummy hash
+// a missing username is compared with, telling which accounts exist.
+func TestAHashOfAnotherCostIsRefused(t *testing.T) {
+	g := NewWithT(t)
+	h := startHarness(t, Options{})
+	h.create(h.accountSecret("erin", "erin-password", nil, func(s *corev1.Secret) {
+		hash, err := bcrypt.GenerateFromPassword([]byte("erin-password"), testCost+1)
+		g.Expect(err).NotTo(HaveOccurred())
+		h.noLeak("erin-password", hash)
+		s.Data[KeyPasswordHash] = hash
+	}))
+	n := h.logs.len()
+	g.Expect(h.login("erin", "erin-password", "192.0.2.1")).To(Equal(invalid), "one comparison, with the dummy hash")
+	g.Expect(h.logs.since(n)).To(ContainSubstring("bcrypt cost 5, rotor accepts only 4"))
+	_, found := h.store.Lookup("erin")
+	g.Expect(found).To(BeFalse())
 }
 
 func TestSuccessfulLoginsSpendNoBudget(t *testing.T) {
@@ -124,12 +178,12 @@ func TestConcurrentGuessesStayWithinBudget(t *testing.T) {
 	h.start()
 	h.create(h.accountSecret("alice", "alice-password", []string{"dev", "ops"}, nil))
 
-	// Six guesses at once: three may reach bcrypt, and the other three are
-	// refused while those are still running.
+	// Six guesses at once from one client: three may reach bcrypt, and the
+	// other three are refused while those are still running.
 	results := make(chan error, 6)
-	for i := range 6 {
+	for range 6 {
 		go func() {
-			_, err := h.store.Authenticate(context.Background(), "alice", "guess", fmt.Sprintf("192.0.2.%d", i+1))
+			_, err := h.store.Authenticate(context.Background(), "alice", "guess", "192.0.2.1")
 			results <- err
 		}()
 	}
@@ -142,7 +196,7 @@ func TestConcurrentGuessesStayWithinBudget(t *testing.T) {
 	for range 3 {
 		g.Expect(<-results).To(MatchError(ErrInvalidCredentials))
 	}
-	g.Expect(h.login("alice", "alice-password", "192.0.2.9")).To(Equal(throttled))
+	g.Expect(h.login("alice", "alice-password", "192.0.2.1")).To(Equal(throttled))
 }
 
 func TestAccountChangesTakeEffect(t *testing.T) {

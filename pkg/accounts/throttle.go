@@ -1,88 +1,199 @@
 package accounts
 
 import (
+	"math"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
-	"golang.org/x/time/rate"
 )
 
-// throttle holds one token bucket of failed logins per username and per
-// client address. An attempt is admitted only if both buckets still have an
-// unreserved token; the token is spent only if the attempt fails. Counting
-// attempts in flight as reserved keeps concurrent guesses within the budget
-// without charging successful logins.
+// throttle bounds password guessing without letting an attacker lock out
+// someone else. It keeps token buckets of failed logins:
+//
+//   - per (username, address): what one client may guess against one
+//     account. Only this budget is spent by the user's own typos, and
+//     spending it locks out nobody else.
+//   - per username, summed over addresses: bounds a distributed guesser. When
+//     it is spent, the account still accepts attempts from an address where
+//     it logged in successfully before, and from a clean address (one with
+//     no recent failures anywhere). So a targeted lockout of a real user
+//     needs the attacker to keep the user's every new address dirty, and a
+//     guesser gets at most one attempt per fresh address it burns.
+//   - per address, summed over usernames: bounds password spraying from one
+//     client. When it is spent, only (username, address) pairs that logged in
+//     successfully before are admitted, so the other users behind a shared
+//     address (a NAT, the chart's Ingress) who logged in before keep working.
+//
+// Buckets exist only while they are not full: a throttled or successful
+// attempt creates none, and a bucket that has refilled is forgotten. Memory
+// is bounded by maxTracked per map; at that size the bucket nearest to
+// refilled is dropped first, never one an attacker just emptied.
 type throttle struct {
-	mu    sync.Mutex
-	limit rate.Limit
-	burst int
-	users *simplelru.LRU[string, *bucket]
-	addrs *simplelru.LRU[string, *bucket]
+	mu sync.Mutex
+	// pair, user and addr budgets: burst and refill rate (tokens/second).
+	pair, user, addr limits
+	pairs, users     *buckets
+	addrs            *buckets
+	// known remembers (username, address) pairs that logged in, for
+	// knownFor; the least recently used is forgotten first.
+	known *simplelru.LRU[string, time.Time]
+	// inflight counts admitted attempts whose outcome is not known yet, per
+	// bucket key, so concurrent guesses cannot overspend a budget.
+	inflight map[string]int
 }
 
-type bucket struct {
-	lim      *rate.Limiter
-	inflight int
+// knownFor is how long a successful login vouches for its address.
+const knownFor = 30 * 24 * time.Hour
+
+// Multipliers of the per-(username, address) budget for the wider budgets.
+const (
+	userBurstFactor = 5  // a username may fail 5x a pair's burst, at a pair's rate
+	addrBurstFactor = 10 // an address may fail 10x a pair's burst, at 10x its rate
+	addrRateFactor  = 10
+)
+
+type limits struct {
+	burst float64
+	rate  float64 // tokens per second
 }
 
 // attempt is an admitted login; done must be called exactly once.
 type attempt struct {
-	t          *throttle
-	user, addr *bucket
+	t                *throttle
+	pair, user, addr string
 }
 
 func newThrottle(perMinute float64, burst, size int) (*throttle, error) {
-	users, err := simplelru.NewLRU[string, *bucket](size, nil)
+	known, err := simplelru.NewLRU[string, time.Time](size, nil)
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := simplelru.NewLRU[string, *bucket](size, nil)
-	if err != nil {
-		return nil, err
-	}
-	return &throttle{limit: rate.Limit(perMinute / 60), burst: burst, users: users, addrs: addrs}, nil
+	r := perMinute / 60
+	return &throttle{
+		pair:     limits{burst: float64(burst), rate: r},
+		user:     limits{burst: float64(burst * userBurstFactor), rate: r},
+		addr:     limits{burst: float64(burst * addrBurstFactor), rate: r * addrRateFactor},
+		pairs:    newBuckets(size),
+		users:    newBuckets(size),
+		addrs:    newBuckets(size),
+		known:    known,
+		inflight: map[string]int{},
+	}, nil
 }
 
-func (t *throttle) get(m *simplelru.LRU[string, *bucket], key string) *bucket {
-	if b, ok := m.Get(key); ok {
-		return b
-	}
-	// An evicted key starts again with a full bucket: the maps' size bounds
-	// memory at the price of forgetting the least recently tried keys.
-	b := &bucket{lim: rate.NewLimiter(t.limit, t.burst)}
-	m.Add(key, b)
-	return b
-}
-
-func (b *bucket) available(now time.Time) float64 {
-	return b.lim.TokensAt(now) - float64(b.inflight)
-}
-
-// admit reserves one failure of both budgets, or reports false if either
-// is used up.
+// admit reserves one failure of each budget, or reports false (creating no
+// state) if the attempt must be refused.
 func (t *throttle) admit(userKey, addrKey string, now time.Time) (*attempt, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	u, a := t.get(t.users, userKey), t.get(t.addrs, addrKey)
-	if u.available(now) < 1 || a.available(now) < 1 {
+	at := &attempt{t: t, pair: "p\x00" + userKey + "\x00" + addrKey, user: "u\x00" + userKey, addr: "a\x00" + addrKey}
+	if t.available(t.pairs, t.pair, at.pair, now) < 1 {
 		return nil, false
 	}
-	u.inflight++
-	a.inflight++
-	return &attempt{t: t, user: u, addr: a}, true
+	known := t.isKnown(at.pair, now)
+	if !known && t.available(t.addrs, t.addr, at.addr, now) < 1 {
+		return nil, false
+	}
+	clean := t.available(t.addrs, t.addr, at.addr, now) >= t.addr.burst
+	if !known && !clean && t.available(t.users, t.user, at.user, now) < 1 {
+		return nil, false
+	}
+	for _, k := range []string{at.pair, at.user, at.addr} {
+		t.inflight[k]++
+	}
+	return at, true
 }
 
-// done releases the reservation and, for a failed login, spends it.
+// done releases the reservation; a failed login spends it, a successful one
+// makes its (username, address) pair known.
 func (at *attempt) done(failed bool, now time.Time) {
-	at.t.mu.Lock()
-	defer at.t.mu.Unlock()
-	for _, b := range []*bucket{at.user, at.addr} {
-		b.inflight--
-		if failed {
-			b.lim.AllowN(now, 1)
+	t := at.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range []string{at.pair, at.user, at.addr} {
+		if t.inflight[k]--; t.inflight[k] <= 0 {
+			delete(t.inflight, k)
 		}
+	}
+	if !failed {
+		t.known.Add(at.pair, now)
+		return
+	}
+	t.pairs.spend(at.pair, t.pair, now)
+	t.users.spend(at.user, t.user, now)
+	t.addrs.spend(at.addr, t.addr, now)
+}
+
+func (t *throttle) available(b *buckets, l limits, key string, now time.Time) float64 {
+	return b.tokens(key, l, now) - float64(t.inflight[key])
+}
+
+func (t *throttle) isKnown(pair string, now time.Time) bool {
+	at, ok := t.known.Get(pair)
+	return ok && now.Sub(at) < knownFor
+}
+
+// buckets holds the token buckets that are not full, by key.
+type buckets struct {
+	max int
+	m   map[string]*bucket
+}
+
+// bucket is a token bucket as of last; it is full again at fullAt.
+type bucket struct {
+	tokens float64
+	last   time.Time
+	fullAt time.Time
+}
+
+func newBuckets(max int) *buckets { return &buckets{max: max, m: map[string]*bucket{}} }
+
+// tokens is what key has left at now; an absent key is full.
+func (b *buckets) tokens(key string, l limits, now time.Time) float64 {
+	bk, ok := b.m[key]
+	if !ok {
+		return l.burst
+	}
+	return math.Min(l.burst, bk.tokens+l.rate*now.Sub(bk.last).Seconds())
+}
+
+// spend takes one token from key's bucket, creating it if needed.
+func (b *buckets) spend(key string, l limits, now time.Time) {
+	left := b.tokens(key, l, now) - 1
+	bk, ok := b.m[key]
+	if !ok {
+		if len(b.m) >= b.max {
+			b.makeRoom(now)
+		}
+		bk = &bucket{}
+		b.m[key] = bk
+	}
+	bk.tokens, bk.last = left, now
+	if l.rate > 0 {
+		bk.fullAt = now.Add(time.Duration((l.burst - left) / l.rate * float64(time.Second)))
+	} else {
+		bk.fullAt = time.Unix(math.MaxInt32, 0) // never refills
+	}
+}
+
+// makeRoom forgets every full bucket or, if none is full, the one nearest
+// to full: it has the least left to lose.
+func (b *buckets) makeRoom(now time.Time) {
+	var nearest string
+	var nearestAt time.Time
+	for k, bk := range b.m {
+		if !now.Before(bk.fullAt) {
+			delete(b.m, k)
+			continue
+		}
+		if nearest == "" || bk.fullAt.Before(nearestAt) {
+			nearest, nearestAt = k, bk.fullAt
+		}
+	}
+	if len(b.m) >= b.max && nearest != "" {
+		delete(b.m, nearest)
 	}
 }
 
