@@ -48,6 +48,11 @@ func (t *transport) token(ctx context.Context) (*oauth2.Token, error) {
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !sameOrigin(req) {
+		// A redirect elsewhere gets no token, as http.Client drops the
+		// Authorization header it was given on such a redirect.
+		return t.base.RoundTrip(req)
+	}
 	tok, err := t.token(req.Context())
 	if err != nil {
 		closeBody(req)
@@ -86,6 +91,16 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	drain(resp)
 	next.SetAuthHeader(r2)
 	return t.base.RoundTrip(r2)
+}
+
+// sameOrigin reports whether req is the first request of its chain, or a
+// redirect to the first request's scheme and host.
+func sameOrigin(req *http.Request) bool {
+	first := req
+	for first.Response != nil && first.Response.Request != nil {
+		first = first.Response.Request
+	}
+	return first == req || (first.URL.Scheme == req.URL.Scheme && strings.EqualFold(first.URL.Host, req.URL.Host))
 }
 
 // CloseIdleConnections passes through to the base transport, so that

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -261,3 +262,42 @@ type closeRecorder struct {
 }
 
 func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+// A redirect to another host must not carry the token: an API that
+// redirects to a CDN or a compromised host would otherwise receive it.
+func TestTransportSendsTheTokenOnlyToTheOriginalHost(t *testing.T) {
+	g := NewWithT(t)
+	var mu sync.Mutex
+	seen := map[string]string{} // server -> Authorization it saw
+	record := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seen[name+" "+r.URL.Path] = r.Header.Get("Authorization")
+			mu.Unlock()
+			_, _ = io.WriteString(w, "ok")
+		}
+	}
+	other := httptest.NewServer(record("other"))
+	defer other.Close()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/away", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/landed", http.StatusFound)
+	})
+	mux.HandleFunc("/here", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/landed", http.StatusFound)
+	})
+	mux.HandleFunc("/landed", record("api"))
+	api := httptest.NewServer(mux)
+	defer api.Close()
+
+	hc := &http.Client{Transport: client.NewTransport(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "t0ken"}), nil)}
+	for _, path := range []string{"/away", "/here"} {
+		resp, err := hc.Get(api.URL + path)
+		g.Expect(err).NotTo(HaveOccurred())
+		_ = resp.Body.Close()
+	}
+	g.Expect(seen).To(Equal(map[string]string{
+		"other /landed": "",
+		"api /landed":   "Bearer t0ken",
+	}))
+}

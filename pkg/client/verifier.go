@@ -289,12 +289,10 @@ func (v *Verifier) refreshStale(ctx context.Context) bool {
 
 // fetchKeysLocked replaces the key set with the JWKS; fetchMu must be held.
 func (v *Verifier) fetchKeysLocked(ctx context.Context) error {
+	// Every fetch counts against the limit, also one whose caller gives up
+	// on the way: otherwise requests cancelled mid-fetch would each get one.
+	v.lastFetch = v.clock.Now()
 	body, err := v.get(ctx, v.jwksURI)
-	// A request cut short by its own context does not count against the
-	// limit; one that reached the issuer does, even if it failed.
-	if ctx.Err() == nil {
-		v.lastFetch = v.clock.Now()
-	}
 	if err != nil {
 		return fmt.Errorf("fetching JWKS: %w", err)
 	}

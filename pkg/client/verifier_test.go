@@ -109,6 +109,7 @@ type keyIssuer struct {
 	jwks      []map[string]any
 	jwksHits  int
 	jwksFails bool
+	delay     time.Duration // before answering /keys
 }
 
 func newKeyIssuer(t *testing.T, keys ...testKey) *keyIssuer {
@@ -128,8 +129,18 @@ func newKeyIssuer(t *testing.T, keys ...testKey) *keyIssuer {
 	})
 	mux.HandleFunc("GET /keys", func(w http.ResponseWriter, r *http.Request) {
 		k.mu.Lock()
-		defer k.mu.Unlock()
 		k.jwksHits++
+		delay := k.delay
+		k.mu.Unlock()
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		k.mu.Lock()
+		defer k.mu.Unlock()
 		if k.jwksFails {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
@@ -428,6 +439,30 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 	_, err = v.Verify(context.Background(), validToken(keys["es"], iss.URL, clk.Now()).sign(t))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(iss.hits()).To(Equal(3))
+}
+
+// Requests that give up while their JWKS fetch is on its way (a client
+// disconnecting, a short deadline) must not each be allowed a fetch, or
+// unknown kids would make the issuer serve the JWKS at the caller's will.
+func TestCancelledRequestsCountAgainstTheRefetchLimit(t *testing.T) {
+	g := NewWithT(t)
+	keys := testKeys()
+	clk := newClock()
+	iss := newKeyIssuer(t, keys["es"])
+	v := newVerifier(t, iss, clk)
+	iss.mu.Lock()
+	iss.delay = time.Second
+	iss.mu.Unlock()
+
+	bogus := validToken(keys["es3"], iss.URL, clk.Now()).sign(t)
+	clk.Step(10 * time.Second)
+	for range 50 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		_, err := v.Verify(ctx, bogus)
+		cancel()
+		g.Expect(err).To(HaveOccurred())
+	}
+	g.Expect(iss.hits()).To(Equal(2), "the first fetch and one refetch within the interval")
 }
 
 func TestAWithdrawnKeyStopsVerifyingWithinTheKeySetMaxAge(t *testing.T) {
