@@ -72,6 +72,19 @@ func TestRefreshTokenCreateReadList(t *testing.T) {
 	}
 }
 
+// longestServiceAccountSubject is system:serviceaccount: with a 63-character
+// namespace and a 253-character name: 339 characters.
+func longestServiceAccountSubject() string {
+	return "system:serviceaccount:" + strings.Repeat("n", 63) + ":" + strings.Repeat("s", 253)
+}
+
+func TestTheLongestServiceAccountSubjectIsAccepted(t *testing.T) {
+	g := NewWithT(t)
+	s := session(env.Namespace(t), "rt-longest-subject", longestServiceAccountSubject())
+	g.Expect(len(s.Spec.Subject)).To(Equal(339))
+	g.Expect(env.Client.Create(context.Background(), s)).To(Succeed())
+}
+
 func TestRefreshTokenSchemaRejectsBadObjects(t *testing.T) {
 	ns := env.Namespace(t)
 	tests := []struct {
@@ -89,7 +102,9 @@ func TestRefreshTokenSchemaRejectsBadObjects(t *testing.T) {
 		{"a sliding expiry past the absolute one is refused", func(s *identityv1alpha1.RefreshToken) {
 			s.Spec.ExpiresAt = metav1.NewTime(s.Spec.AbsoluteExpiresAt.Add(time.Second))
 		}, "must not pass absoluteExpiresAt"},
-		{"an overlong subject is refused", func(s *identityv1alpha1.RefreshToken) { s.Spec.Subject = strings.Repeat("a", 400) }, "spec.subject"},
+		{"a subject one longer than the longest ServiceAccount's is refused", func(s *identityv1alpha1.RefreshToken) {
+			s.Spec.Subject = longestServiceAccountSubject() + "x"
+		}, "spec.subject"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

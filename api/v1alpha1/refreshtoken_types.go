@@ -51,9 +51,10 @@ const (
 type RefreshTokenSpec struct {
 	// subject is the authenticated identity: an account's username, or
 	// system:serviceaccount:<namespace>:<name>. It becomes the sub claim.
+	// The longest is a ServiceAccount's: 22 + 63 + 1 + 253 = 339 characters.
 	// +required
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=316
+	// +kubebuilder:validation:MaxLength=339
 	Subject string `json:"subject"`
 
 	// groups are the subject's groups at login, copied into access tokens.
