@@ -244,8 +244,15 @@ func (w *wiring) collector() error {
 func (w *wiring) issuer() error {
 	o := w.o
 	w.reviewer = &workload.Reviewer{Client: w.api, Audience: o.ServiceAccountAudience, Timeout: o.APITimeout}
-	// Callers of /introspect present the same token again and again.
-	callers, err := workload.NewCachedReviewer(w.reviewer, time.Minute, 1024, o.Clock)
+	// Callers of /introspect present the same token again and again. A
+	// refused token is remembered briefly on both endpoints, so repeating
+	// junk costs no TokenReview; a valid subject token is reviewed each time
+	// it is exchanged.
+	callers, err := workload.NewCachedReviewer(w.reviewer, time.Minute, refusedReviewTTL, 1024, o.Clock)
+	if err != nil {
+		return err
+	}
+	exchange, err := workload.NewCachedReviewer(w.reviewer, 0, refusedReviewTTL, 1024, o.Clock)
 	if err != nil {
 		return err
 	}
@@ -264,12 +271,16 @@ func (w *wiring) issuer() error {
 		Verifier:      &tokens.Verifier{Issuer: o.IssuerURL, Audience: o.Audience, Keys: w.keys, Leeway: o.ClockSkew, Clock: o.Clock},
 		Sessions:      w.store,
 		Accounts:      w.accts,
-		Exchange:      w.reviewer,
+		Exchange:      exchange,
 		Introspectors: callers,
 		Log:           w.log.WithName("issuer"),
 	})
 	return nil
 }
+
+// refusedReviewTTL is how long a ServiceAccount token the API server refused
+// is refused without asking again.
+const refusedReviewTTL = 10 * time.Second
 
 // probes: ready once keys, accounts and the session watch are there.
 func (w *wiring) probes() error {

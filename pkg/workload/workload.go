@@ -122,14 +122,19 @@ func (p Policy) Allows(namespace, name string) bool {
 	return false
 }
 
-// CachedReviewer remembers successful reviews for a short while, keyed by
-// the SHA-256 of the token (never the token itself), so a caller that
-// introspects often costs one TokenReview per TTL.
+// CachedReviewer remembers reviews for a short while, keyed by the SHA-256
+// of the token (never the token itself): successful ones for TTL, so a
+// caller that introspects often costs one TokenReview per TTL, and refused
+// ones for NegativeTTL in a cache of their own, so a junk token presented
+// again and again costs the API server nothing and cannot push valid
+// callers out. A review the API server did not answer is never cached.
 type CachedReviewer struct {
-	Reviewer *Reviewer
-	TTL      time.Duration
-	Clock    clock.PassiveClock
-	cache    *lru.Cache[[sha256.Size]byte, cachedIdentity]
+	Reviewer    *Reviewer
+	TTL         time.Duration
+	NegativeTTL time.Duration
+	Clock       clock.PassiveClock
+	ok          *lru.Cache[[sha256.Size]byte, cachedIdentity]
+	refused     *lru.Cache[[sha256.Size]byte, time.Time]
 }
 
 type cachedIdentity struct {
@@ -137,26 +142,42 @@ type cachedIdentity struct {
 	expires time.Time
 }
 
-// NewCachedReviewer caches up to size identities for ttl.
-func NewCachedReviewer(r *Reviewer, ttl time.Duration, size int, clk clock.PassiveClock) (*CachedReviewer, error) {
-	c, err := lru.New[[sha256.Size]byte, cachedIdentity](size)
+// NewCachedReviewer caches up to size identities for ttl and up to size
+// refusals for negativeTTL; a zero duration caches nothing of that kind.
+func NewCachedReviewer(r *Reviewer, ttl, negativeTTL time.Duration, size int, clk clock.PassiveClock) (*CachedReviewer, error) {
+	ok, err := lru.New[[sha256.Size]byte, cachedIdentity](size)
 	if err != nil {
 		return nil, err
 	}
-	return &CachedReviewer{Reviewer: r, TTL: ttl, Clock: clk, cache: c}, nil
+	refused, err := lru.New[[sha256.Size]byte, time.Time](size)
+	if err != nil {
+		return nil, err
+	}
+	return &CachedReviewer{Reviewer: r, TTL: ttl, NegativeTTL: negativeTTL, Clock: clk, ok: ok, refused: refused}, nil
 }
 
-// Review is Reviewer.Review with the cache in front.
+// Review is Reviewer.Review with the caches in front.
 func (c *CachedReviewer) Review(ctx context.Context, token string) (Identity, error) {
 	key := sha256.Sum256([]byte(token))
 	now := c.Clock.Now()
-	if e, ok := c.cache.Get(key); ok && now.Before(e.expires) {
+	if e, ok := c.ok.Get(key); ok && now.Before(e.expires) {
 		return e.id, nil
 	}
+	if until, ok := c.refused.Get(key); ok && now.Before(until) {
+		return Identity{}, ErrNotAuthenticated
+	}
 	id, err := c.Reviewer.Review(ctx, token)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotAuthenticated):
+		if c.NegativeTTL > 0 {
+			c.refused.Add(key, now.Add(c.NegativeTTL))
+		}
+		return Identity{}, err
+	case err != nil:
 		return Identity{}, err
 	}
-	c.cache.Add(key, cachedIdentity{id: id, expires: now.Add(c.TTL)})
+	if c.TTL > 0 {
+		c.ok.Add(key, cachedIdentity{id: id, expires: now.Add(c.TTL)})
+	}
 	return id, nil
 }
