@@ -101,13 +101,15 @@ func (i *Issuer) introspectRefresh(w http.ResponseWriter, r *http.Request, token
 		writeError(w, i.internal(r, "introspecting", err))
 		return
 	}
-	s := rt.Spec
-	exp := s.ExpiresAt.Time
-	if s.AbsoluteExpiresAt.Before(&s.ExpiresAt) {
-		exp = s.AbsoluteExpiresAt.Time
+	s := &rt.Spec
+	// What a refresh would re-check, without its consequences: a token whose
+	// account is gone is inactive even before a refresh revokes it.
+	if i.recheck(s) != nil {
+		writeJSON(w, http.StatusOK, inactive)
+		return
 	}
 	writeJSON(w, http.StatusOK, introspection{
 		Active: true, TokenType: "refresh_token", Subject: s.Subject, Audience: s.Audience, ClientID: s.ClientID,
-		Issuer: i.cfg.URL, Expiry: exp.Unix(), IssuedAt: s.LastUsedAt.Unix(), Groups: s.Groups, Username: s.Subject,
+		Issuer: i.cfg.URL, Expiry: s.EndsAt().Unix(), IssuedAt: s.LastUsedAt.Unix(), Groups: s.Groups, Username: s.Subject,
 	})
 }

@@ -127,8 +127,8 @@ func (i *Issuer) refreshGrant(r *http.Request, f form) (*tokenResponse, *oauthEr
 	// The access token is minted from the session before the rotation is
 	// written, so a stored rotation always comes with tokens to hand out.
 	prepare := func(s *v1alpha1.RefreshTokenSpec) error {
-		if !i.stillAllowed(s) {
-			return sessions.Refused(sessions.ReasonNotAllowed)
+		if err := i.recheck(s); err != nil {
+			return err
 		}
 		var err error
 		access, _, err = i.minter.Mint(tokens.Subject{Subject: s.Subject, ClientID: s.ClientID, Audience: s.Audience, Groups: s.Groups})
@@ -146,18 +146,35 @@ func (i *Issuer) refreshGrant(r *http.Request, f form) (*tokenResponse, *oauthEr
 	return i.response(access, refresh), nil
 }
 
-// stillAllowed re-checks at refresh time what login checked: the account
-// exists and is enabled, or the ServiceAccount is still allowed to exchange.
-func (i *Issuer) stillAllowed(s *v1alpha1.RefreshTokenSpec) bool {
+// recheck checks at refresh time what login checked: the account exists
+// and is enabled, or the ServiceAccount may still exchange. A disabled or
+// deleted account ends the session for good (*sessions.RevokeError); a
+// ServiceAccount outside the policy is only refused, since the policy can
+// allow it again.
+func (i *Issuer) recheck(s *v1alpha1.RefreshTokenSpec) error {
 	switch s.Method {
 	case v1alpha1.AuthMethodPassword:
-		acct, ok := i.accounts.Lookup(s.Subject)
-		return ok && !acct.Disabled
+		if _, ok := i.accounts.Lookup(s.Subject); ok {
+			return nil
+		}
+		if !i.accountsSynced() {
+			// A cache still loading proves nothing about the account.
+			return sessions.Refused(sessions.ReasonNotAllowed)
+		}
+		return &sessions.RevokeError{Reason: v1alpha1.RevocationAccountDisabled}
 	case v1alpha1.AuthMethodServiceAccount:
-		ns, name, ok := workload.SubjectFromUsername(s.Subject)
-		return ok && i.cfg.ExchangePolicy.Allows(ns, name)
+		if ns, name, ok := workload.SubjectFromUsername(s.Subject); ok && i.cfg.ExchangePolicy.Allows(ns, name) {
+			return nil
+		}
 	}
-	return false
+	return sessions.Refused(sessions.ReasonNotAllowed)
+}
+
+// accountsSynced reports whether the account cache has loaded, when the
+// Accounts implementation can tell (accounts.Store can).
+func (i *Issuer) accountsSynced() bool {
+	r, ok := i.accounts.(interface{ ReadyCheck(*http.Request) error })
+	return !ok || r.ReadyCheck(nil) == nil
 }
 
 // exchangeGrant is RFC 8693 token exchange of a Kubernetes ServiceAccount

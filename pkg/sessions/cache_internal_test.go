@@ -13,7 +13,7 @@ import (
 // The watch event of this replica's own write can arrive while the write is
 // being cached; the eviction must never remove the entry it describes.
 func TestEvictRacingRememberKeepsTheEntryItDescribes(t *testing.T) {
-	s, err := NewStore(nil, Config{CacheSize: 10})
+	s, err := NewStore(nil, Config{CacheSize: 10, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,15 @@ var (
 		Name: "rotor_refresh_token_reuse_detected_total",
 		Help: "Replays of rotated refresh tokens that revoked their session.",
 	})
+
+	sessionsRevoked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rotor_sessions_revoked_total",
+		Help: "Sessions revoked by the issuer, by revocation reason (Revoked, Reuse, AccountDisabled).",
+	}, []string{"reason"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(cacheLookups, reuseDetected)
+	metrics.Registry.MustRegister(cacheLookups, reuseDetected, sessionsRevoked)
 }
 
 func observeCache(hit bool) {

@@ -8,6 +8,7 @@
 package sessions
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,7 +38,8 @@ const (
 
 // Event reasons on RefreshToken objects.
 const (
-	ReasonReuseDetected = "RefreshTokenReuse"
+	ReasonReuseDetected    = "RefreshTokenReuse"
+	ReasonRevokedAtRefresh = "RefreshTokenRevoked"
 )
 
 // Reason says why a refresh token was refused. Every reason is an OAuth
@@ -54,6 +56,8 @@ const (
 	ReasonRaceLost       Reason = "race_lost"
 	ReasonClientMismatch Reason = "client_mismatch"
 	ReasonNotAllowed     Reason = "not_allowed"
+	// ReasonAccountDisabled refused the refresh and revoked the session.
+	ReasonAccountDisabled Reason = "account_disabled"
 )
 
 // RefusedError is a refresh token that must not be honoured.
@@ -92,7 +96,8 @@ type Config struct {
 	ReuseGrace time.Duration
 	// CacheSize is the number of sessions the LRU holds.
 	CacheSize int
-	// Timeout bounds each API request, so an outage answers quickly.
+	// Timeout bounds each API request, so an outage answers quickly. It
+	// must be set: the server's --api-timeout owns the default.
 	Timeout  time.Duration
 	Clock    clock.PassiveClock
 	Recorder events.EventRecorder
@@ -149,8 +154,8 @@ func NewStore(c client.Client, cfg Config) (*Store, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
+	if cfg.Timeout <= 0 {
+		return nil, fmt.Errorf("session API timeout must be positive, got %s", cfg.Timeout)
 	}
 	cache, err := lru.New[string, *identityv1alpha1.RefreshToken](cfg.CacheSize)
 	if err != nil {
@@ -204,8 +209,22 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 // Prepare runs after a refresh token has been accepted and before its
 // rotation is written: a last check (such as "the account still exists")
 // and the place to mint the access token, so nothing is written that cannot
-// be handed out. Its error is returned unchanged and nothing is written.
+// be handed out. Its error is returned unchanged and nothing is written,
+// except for a *RevokeError, which ends the session.
 type Prepare func(*identityv1alpha1.RefreshTokenSpec) error
+
+// RevokeError, returned by a Prepare function, refuses the refresh and
+// revokes the session with Reason: for sessions that must never be
+// refreshed again, such as those of a deleted account.
+type RevokeError struct {
+	Reason identityv1alpha1.RevocationReason
+}
+
+func (e *RevokeError) Error() string { return "session must be revoked: " + string(e.Reason) }
+
+// errStale says that what a decision was made on has changed (a write
+// conflicted or found the session deleted): decide again from a fresh read.
+var errStale = errors.New("session changed")
 
 // Rotate redeems a refresh token: it checks the token against the session
 // and swaps in a new secret with one conditional update. With the session
@@ -216,82 +235,114 @@ func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prep
 		return "", nil, refused(ReasonMalformed)
 	}
 	defer s.lock(name)()
-
 	rt, fresh, err := s.get(ctx, name)
-	if err != nil {
-		return "", nil, err
-	}
-	for rereads := 0; ; rereads++ {
-		now := s.now()
-		if rt == nil {
-			return "", nil, refused(ReasonUnknown)
+	for rereads := 0; err == nil; rereads++ {
+		var out string
+		var stored *identityv1alpha1.RefreshToken
+		out, stored, err = s.redeem(ctx, rt, fresh, hash, clientID, prepare)
+		if !errors.Is(err, errStale) {
+			return out, stored, err
 		}
-		if reason, ok := s.refuse(rt, now); !ok {
-			return "", nil, refused(reason)
-		}
-		switch {
-		case hashEqual(hash, rt.Spec.SecretHash):
-			if clientID != "" && clientID != rt.Spec.ClientID {
-				return "", nil, refused(ReasonClientMismatch)
-			}
-			if prepare != nil {
-				if err := prepare(&rt.Spec); err != nil {
-					return "", nil, err
-				}
-			}
-			next, secret := s.rotated(rt, now)
-			err := s.update(ctx, next)
-			if err == nil {
-				s.pending.Remove(name)
-				return formatToken(name, secret), next, nil
-			}
-			if isUnavailable(err) {
-				s.pending.Add(name, pendingRotation{from: hash, to: next.Spec.SecretHash, secret: secret})
-			}
-			if !isStale(err) {
-				return "", nil, s.apiError("rotating session "+name, err)
-			}
-		case rt.Spec.PreviousSecretHash != "" && hashEqual(hash, rt.Spec.PreviousSecretHash):
-			if p, ok := s.pending.Peek(name); ok && hashEqual(p.from, hash) && hashEqual(p.to, rt.Spec.SecretHash) {
-				// Our own write landed but its answer was lost: hand out the
-				// token that was stored, once.
-				if prepare != nil {
-					if err := prepare(&rt.Spec); err != nil {
-						return "", nil, err
-					}
-				}
-				s.pending.Remove(name)
-				return formatToken(name, p.secret), rt, nil
-			}
-			if now.Sub(rt.Spec.LastUsedAt.Time) < s.cfg.ReuseGrace {
-				return "", nil, refused(ReasonRaceLost)
-			}
-			err := s.revoke(ctx, rt, identityv1alpha1.RevocationReuse, now)
-			if err == nil {
-				reuseDetected.Inc()
-				if s.cfg.Recorder != nil {
-					s.cfg.Recorder.Eventf(rt, nil, corev1.EventTypeWarning, ReasonReuseDetected, "Revoke",
-						"a rotated refresh token was presented again; the session is revoked")
-				}
-				return "", nil, refused(ReasonReuse)
-			}
-			if !isStale(err) {
-				return "", nil, s.apiError("revoking replayed session "+name, err)
-			}
-		default:
-			if fresh {
-				return "", nil, refused(ReasonMismatch)
-			}
-			// The entry may predate a rotation made by another replica.
-		}
-		// What we decided on was stale (an old cache entry, or a write by
-		// another replica between our read and our update): decide again
-		// from a fresh read.
-		if rt, err = s.reread(ctx, name, rereads); err != nil {
-			return "", nil, err
-		}
+		rt, err = s.reread(ctx, name, rereads)
 		fresh = true
 	}
+	return "", nil, err
+}
+
+// redeem decides on one copy of the session and carries the decision out.
+func (s *Store) redeem(ctx context.Context, rt *identityv1alpha1.RefreshToken, fresh bool, hash, clientID string, prepare Prepare) (string, *identityv1alpha1.RefreshToken, error) {
+	now := s.now()
+	a := attempt{Session: rt, Fresh: fresh, Hash: hash, ClientID: clientID, ReuseGrace: s.cfg.ReuseGrace, Now: now}
+	if rt != nil {
+		if p, ok := s.pending.Peek(rt.Name); ok {
+			a.Pending = &p
+		}
+	}
+	d := decide(a)
+	switch d.Outcome {
+	case rotate:
+		if err := s.runPrepare(ctx, rt, prepare, now); err != nil {
+			return "", nil, err
+		}
+		next, secret := s.rotated(rt, now)
+		if err := s.update(ctx, next); err != nil {
+			if isUnavailable(err) {
+				// The write may have landed: remember it for the retry.
+				s.pending.Add(rt.Name, pendingRotation{from: hash, to: next.Spec.SecretHash, secret: secret})
+			}
+			return "", nil, s.writeError("rotating session "+rt.Name, err)
+		}
+		s.pending.Remove(rt.Name)
+		return formatToken(rt.Name, secret), next, nil
+	case handOutPending:
+		if err := s.runPrepare(ctx, rt, prepare, now); err != nil {
+			return "", nil, err
+		}
+		s.pending.Remove(rt.Name)
+		return formatToken(rt.Name, a.Pending.secret), rt, nil
+	case revokeReplay:
+		if err := s.revoke(ctx, rt, identityv1alpha1.RevocationReuse, now); err != nil {
+			return "", nil, s.writeError("revoking replayed session "+rt.Name, err)
+		}
+		reuseDetected.Inc()
+		s.event(rt, corev1.EventTypeWarning, ReasonReuseDetected, "a rotated refresh token was presented again; the session is revoked")
+		return "", nil, refused(d.Reason)
+	case reread:
+		return "", nil, errStale
+	}
+	return "", nil, refused(d.Reason)
+}
+
+// runPrepare runs the caller's Prepare on an accepted session; when it asks
+// for a revocation, it writes it and refuses.
+func (s *Store) runPrepare(ctx context.Context, rt *identityv1alpha1.RefreshToken, prepare Prepare, now time.Time) error {
+	if prepare == nil {
+		return nil
+	}
+	err := prepare(&rt.Spec)
+	var revoke *RevokeError
+	if !errors.As(err, &revoke) {
+		return err
+	}
+	if err := s.revoke(ctx, rt, revoke.Reason, now); err != nil {
+		return s.writeError("revoking session "+rt.Name, err)
+	}
+	s.event(rt, corev1.EventTypeNormal, ReasonRevokedAtRefresh, "a refresh found the session's "+revocationCause(revoke.Reason)+"; the session is revoked")
+	return refused(refusalOf(revoke.Reason))
+}
+
+// refusalOf is what a client is refused with when its refresh revoked the
+// session.
+func refusalOf(r identityv1alpha1.RevocationReason) Reason {
+	switch r {
+	case identityv1alpha1.RevocationAccountDisabled:
+		return ReasonAccountDisabled
+	case identityv1alpha1.RevocationReuse:
+		return ReasonReuse
+	}
+	return ReasonRevoked
+}
+
+func revocationCause(r identityv1alpha1.RevocationReason) string {
+	if r == identityv1alpha1.RevocationAccountDisabled {
+		return "account disabled or deleted"
+	}
+	return "revocation reason " + string(r)
+}
+
+func (s *Store) event(rt *identityv1alpha1.RefreshToken, typ, reason, note string) {
+	if s.cfg.Recorder != nil {
+		s.cfg.Recorder.Eventf(rt, nil, typ, reason, "Revoke", "%s", note)
+	}
+}
+
+// writeError maps a failed conditional write: a conflict or a deletion
+// means the decision was made on a stale copy.
+func (s *Store) writeError(what string, err error) error {
+	if isStale(err) {
+		return errStale
+	}
+	return s.apiError(what, err)
 }
 
 // maxRereads bounds how often one request re-reads a session that keeps
@@ -333,37 +384,31 @@ func (s *Store) Revoke(ctx context.Context, token string) error {
 	return nil
 }
 
-// Lookup returns the session a refresh token belongs to if the token is its
-// current one, for introspection. It may read the API server.
+// Lookup returns the session a refresh token belongs to if a refresh with
+// it would rotate now, for introspection. It judges the token as Rotate
+// does but never writes; it may read the API server.
 func (s *Store) Lookup(ctx context.Context, token string) (*identityv1alpha1.RefreshToken, error) {
 	name, hash, ok := ParseToken(token)
 	if !ok {
 		return nil, refused(ReasonMalformed)
 	}
-	rt, _, err := s.get(ctx, name)
-	switch {
-	case err != nil:
-		return nil, err
-	case rt == nil:
-		return nil, refused(ReasonUnknown)
-	case !hashEqual(hash, rt.Spec.SecretHash):
-		return nil, refused(ReasonMismatch)
+	rt, fresh, err := s.get(ctx, name)
+	for rereads := 0; err == nil; rereads++ {
+		// No client_id and no pending rotation: introspection asks about
+		// the token itself, and a lost answer's old token is not current.
+		d := decide(attempt{Session: rt, Fresh: fresh, Hash: hash, ReuseGrace: s.cfg.ReuseGrace, Now: s.now()})
+		switch d.Outcome {
+		case rotate:
+			return rt, nil
+		case reread:
+			rt, err = s.reread(ctx, name, rereads)
+			fresh = true
+			continue
+		}
+		// A replay is only reported: introspection has no side effects.
+		return nil, refused(cmp.Or(d.Reason, ReasonMismatch))
 	}
-	if reason, ok := s.refuse(rt, s.now()); !ok {
-		return nil, refused(reason)
-	}
-	return rt, nil
-}
-
-// refuse reports whether a session can no longer be used at all.
-func (s *Store) refuse(rt *identityv1alpha1.RefreshToken, now time.Time) (Reason, bool) {
-	switch {
-	case rt.Spec.State != identityv1alpha1.SessionActive:
-		return ReasonRevoked, false
-	case !now.Before(rt.Spec.ExpiresAt.Time), !now.Before(rt.Spec.AbsoluteExpiresAt.Time):
-		return ReasonExpired, false
-	}
-	return "", true
+	return nil, err
 }
 
 func (s *Store) rotated(rt *identityv1alpha1.RefreshToken, now time.Time) (*identityv1alpha1.RefreshToken, string) {
@@ -385,7 +430,11 @@ func (s *Store) revoke(ctx context.Context, rt *identityv1alpha1.RefreshToken, r
 	next.Spec.RevokedAt = &t
 	next.Spec.RevocationReason = reason
 	setExpiresAtAnnotation(next)
-	return s.update(ctx, next)
+	if err := s.update(ctx, next); err != nil {
+		return err
+	}
+	sessionsRevoked.WithLabelValues(string(reason)).Inc()
+	return nil
 }
 
 // update writes rt conditionally on its resourceVersion and caches the result.
@@ -486,8 +535,7 @@ func setExpiresAtAnnotation(rt *identityv1alpha1.RefreshToken) {
 	if rt.Annotations == nil {
 		rt.Annotations = map[string]string{}
 	}
-	t := minTime(rt.Spec.ExpiresAt.Time, rt.Spec.AbsoluteExpiresAt.Time)
-	rt.Annotations[ExpiresAtAnnotation] = t.UTC().Format(time.RFC3339)
+	rt.Annotations[ExpiresAtAnnotation] = rt.Spec.EndsAt().UTC().Format(time.RFC3339)
 	if rt.Spec.RevokedAt != nil {
 		rt.Annotations[RevokedAtAnnotation] = rt.Spec.RevokedAt.UTC().Format(time.RFC3339)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -48,7 +49,7 @@ func TestARotationWhoseAnswerWasLostIsHandedOutOnRetry(t *testing.T) {
 	clock := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
 	fault := &lostAnswer{}
 	store, err := sessions.NewStore(fault.client(), sessions.Config{
-		Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Clock: clock, ReuseGrace: 0,
+		Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Clock: clock, ReuseGrace: 0, Timeout: 5 * time.Second,
 	})
 	g.Expect(err).NotTo(HaveOccurred())
 	ctx := context.Background()
@@ -86,7 +87,7 @@ func TestARotationThatDidNotLandIsRetriedNormally(t *testing.T) {
 		Update: func(context.Context, client.WithWatch, client.Object, ...client.UpdateOption) error {
 			return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
 		},
-	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10})
+	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
 	g.Expect(err).NotTo(HaveOccurred())
 	ctx := context.Background()
 	first, _, err := store.Create(ctx, sessions.Grant{Subject: "sue", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
@@ -109,7 +110,7 @@ func TestEvictKeepsANewerEntry(t *testing.T) {
 			counter.Add(1)
 			return c.Get(ctx, key, obj, opts...)
 		},
-	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10})
+	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
 	g.Expect(err).NotTo(HaveOccurred())
 	ctx := context.Background()
 	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "vic", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
@@ -128,4 +129,64 @@ func TestEvictKeepsANewerEntry(t *testing.T) {
 	_, _, err = store.Rotate(ctx, tok, "", nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(counter.Load()).To(BeEquivalentTo(1))
+}
+
+// A Prepare that asks for a revocation (the account is gone) ends the
+// session with one conditional write; later refreshes are refused as
+// revoked without another.
+func TestAPrepareThatAsksForARevocationRevokesTheSession(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	counter := &atomic.Int32{}
+	recorder := events.NewFakeRecorder(10)
+	store, err := sessions.NewStore(interceptor.NewClient(env.Client, interceptor.Funcs{
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			counter.Add(1)
+			return c.Update(ctx, obj, opts...)
+		},
+	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second, Recorder: recorder})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
+	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "wes", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	gone := func(*identityv1alpha1.RefreshTokenSpec) error {
+		return &sessions.RevokeError{Reason: identityv1alpha1.RevocationAccountDisabled}
+	}
+	_, _, err = store.Rotate(ctx, tok, "", gone)
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonAccountDisabled))
+	g.Expect(counter.Load()).To(BeEquivalentTo(1))
+	rt := &identityv1alpha1.RefreshToken{}
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
+	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
+	g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationAccountDisabled))
+	g.Expect(rt.Spec.Rotations).To(BeZero(), "nothing was rotated")
+	g.Expect(recorder.Events).To(Receive(ContainSubstring(sessions.ReasonRevokedAtRefresh)))
+
+	_, _, err = store.Rotate(ctx, tok, "", nil)
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonRevoked))
+	_, err = store.Lookup(ctx, tok)
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonRevoked))
+	g.Expect(counter.Load()).To(BeEquivalentTo(1), "no further write")
+}
+
+// Any other Prepare error is returned unchanged and writes nothing.
+func TestAPrepareErrorWritesNothing(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
+	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "xan", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
+	g.Expect(err).NotTo(HaveOccurred())
+	boom := errors.New("no signing key")
+	_, _, err = store.Rotate(ctx, tok, "", func(*identityv1alpha1.RefreshTokenSpec) error { return boom })
+	g.Expect(err).To(BeIdenticalTo(boom))
+	_, _, err = store.Rotate(ctx, tok, "", func(*identityv1alpha1.RefreshTokenSpec) error { return sessions.Refused(sessions.ReasonNotAllowed) })
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonNotAllowed))
+	rt := &identityv1alpha1.RefreshToken{}
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
+	g.Expect(rt.ResourceVersion).To(Equal(created.ResourceVersion))
+	_, err = store.Lookup(ctx, tok)
+	g.Expect(err).NotTo(HaveOccurred(), "the token is still current")
 }
