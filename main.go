@@ -94,8 +94,9 @@ func runDev(args []string) error {
 	o := server.DefaultOptions()
 	// Empty: free ports on 127.0.0.1, printed with the instructions.
 	o.ProbeAddress, o.MetricsAddress = "", ""
-	// One replica: no lease to wait for or to release at Ctrl-C.
-	o.LeaderElect = false
+	// One replica: no lease to wait for or to release at Ctrl-C. Metrics
+	// in plain HTTP on loopback, for curl.
+	o.LeaderElect, o.MetricsSecure = false, false
 	o.AddFlags(fs)
 	d := dev.Options{}
 	fs.StringVar(&d.Addr, "addr", "", "Address of the issuer; the issuer URL is http://<addr>. Default 127.0.0.1:8080, or a free port if 8080 is taken.")

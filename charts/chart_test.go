@@ -176,23 +176,37 @@ func TestChartRoleMatchesGeneratedRole(t *testing.T) {
 	g.Expect(binding.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}))
 	g.Expect(binding.Subjects).To(Equal([]rbacv1.Subject{{Kind: "ServiceAccount", Name: "rotor", Namespace: "auth"}}))
 	g.Expect(only(t, objs, "ServiceAccount").GetName()).To(Equal("rotor"))
-	g.Expect(ofKind(objs, "ClusterRole")).To(BeEmpty(), "nothing cluster-wide without exchange or introspection")
-	g.Expect(ofKind(objs, "ClusterRoleBinding")).To(BeEmpty())
+	// By default metrics are served over HTTPS to callers the API server
+	// authenticates and authorizes: config/rbac/role.yaml's ClusterRole
+	// (TokenReview and SubjectAccessReview) bound to rotor, and a reader
+	// role for the scraper.
+	reviews := fromUnstructured[rbacv1.ClusterRole](t, named(t, objs, "ClusterRole", "auth-rotor-reviews"))
+	g.Expect(normalizeRules(reviews.Rules)).To(Equal(normalizeRules(generatedClusterRole)),
+		"the chart's ClusterRole rules differ from config/rbac/role.yaml's ClusterRole: update the chart")
+	crb := fromUnstructured[rbacv1.ClusterRoleBinding](t, only(t, objs, "ClusterRoleBinding"))
+	g.Expect(crb.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: reviews.Name}))
+	g.Expect(crb.Subjects).To(Equal([]rbacv1.Subject{{Kind: "ServiceAccount", Name: "rotor", Namespace: "auth"}}))
+	reader := fromUnstructured[rbacv1.ClusterRole](t, named(t, objs, "ClusterRole", "auth-rotor-metrics-reader"))
+	g.Expect(reader.Rules).To(Equal([]rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}))
+	g.Expect(ofKind(objs, "ClusterRole")).To(HaveLen(2))
 
-	// With exchange, or with introspection: the generated ClusterRole's rules
-	// (create on tokenreviews), bound to the same ServiceAccount.
+	// Plain metrics: nothing cluster-wide without exchange or introspection.
+	plain := mustRender(t, "auth", "--set", "metrics.secure=false")
+	g.Expect(ofKind(plain, "ClusterRole")).To(BeEmpty(), "nothing cluster-wide without exchange, introspection or secure metrics")
+	g.Expect(ofKind(plain, "ClusterRoleBinding")).To(BeEmpty())
+
+	// With exchange, or with introspection, and plain metrics: create on
+	// tokenreviews only, bound to the same ServiceAccount.
 	for _, set := range []string{"exchange.enabled=true,exchange.allow={team-a/*}", "introspection.allow={*/*}"} {
-		tokenReview := mustRender(t, "auth", "--set", set)
+		tokenReview := mustRender(t, "auth", "--set", "metrics.secure=false", "--set", set)
 		cr := fromUnstructured[rbacv1.ClusterRole](t, only(t, tokenReview, "ClusterRole"))
-		g.Expect(normalizeRules(cr.Rules)).To(Equal(normalizeRules(generatedClusterRole)),
-			"the chart's ClusterRole rules differ from config/rbac/role.yaml's ClusterRole: update the chart")
 		g.Expect(cr.Rules).To(Equal([]rbacv1.PolicyRule{{
 			APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"},
 		}}))
 		crb := fromUnstructured[rbacv1.ClusterRoleBinding](t, only(t, tokenReview, "ClusterRoleBinding"))
 		g.Expect(crb.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}))
 		g.Expect(crb.Subjects).To(Equal([]rbacv1.Subject{{Kind: "ServiceAccount", Name: "rotor", Namespace: "auth"}}))
-		g.Expect(cr.Name).To(Equal("auth-rotor-tokenreviews"), "ClusterRole names must not collide between releases")
+		g.Expect(cr.Name).To(Equal("auth-rotor-reviews"), "ClusterRole names must not collide between releases")
 	}
 
 	// No wildcard in any rule of any variant.
@@ -369,6 +383,7 @@ func TestChartSetsEveryRotorServeFlag(t *testing.T) {
 	g.Expect(full.APITimeout).To(Equal(3 * time.Second))
 	g.Expect(full.ProbeAddress).To(Equal(":9081"))
 	g.Expect(full.MetricsAddress).To(Equal(":9091"))
+	g.Expect(full.MetricsSecure).To(BeFalse())
 
 	insecure := *opts["insecure"]
 	g.Expect(insecure.InsecureHTTP).To(BeTrue())
@@ -449,7 +464,7 @@ func TestChartDeploymentIsHardenedAndHighlyAvailable(t *testing.T) {
 	g.Expect(issuerSvc.Spec.Ports[0].TargetPort.String()).To(Equal("https"))
 
 	// Optional objects are off by default.
-	for _, kind := range []string{"Ingress", "NetworkPolicy", "ServiceMonitor", "Certificate", "ClusterRole"} {
+	for _, kind := range []string{"Ingress", "NetworkPolicy", "ServiceMonitor", "Certificate"} {
 		g.Expect(ofKind(objs, kind)).To(BeEmpty(), kind)
 	}
 	// The helm test hook checks discovery through the Service, as a client of the issuer URL would.

@@ -147,6 +147,7 @@ func TestChartServerSideDryRun(t *testing.T) {
 		g.Expect(kinds(objs)).To(ConsistOf(
 			"Namespace/rotor-system", "CustomResourceDefinition/refreshtokens.identity.rotor.dev",
 			"ServiceAccount/rotor", "Role/rotor", "RoleBinding/rotor", "ClusterRole/rotor", "ClusterRoleBinding/rotor",
+			"ClusterRole/rotor-metrics-reader",
 			"Service/rotor", "Service/rotor-metrics", "Deployment/rotor", "PodDisruptionBudget/rotor"))
 		stdout, stderr, err := serverDryRun(t, kc, "-k", filepath.Join(root(t), "config", "default"))
 		g.Expect(err).NotTo(HaveOccurred())
@@ -291,7 +292,9 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	crdUID := getCRD(t).GetUID()
 
 	// Install with default values.
-	out, err := helmCmd(t, kc, "install", release, chartDir(t), "--namespace", ns)
+	// Plain metrics, so that nothing cluster-wide is granted until the
+	// upgrade below turns token exchange on.
+	out, err := helmCmd(t, kc, "install", release, chartDir(t), "--namespace", ns, "--set", "metrics.secure=false")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(out).To(ContainSubstring("STATUS: deployed"))
 	g.Expect(out).To(ContainSubstring(fmt.Sprintf("Issuer URL: https://rotor.%s.svc", ns)), "NOTES name the issuer URL")
@@ -442,7 +445,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 
 	// Upgrade with changed values: sessions are untouched and keep working.
 	out, err = helmCmd(t, kc, "upgrade", release, chartDir(t), "--namespace", ns,
-		"--set", "tokens.accessTokenTTL=10m", "--set", "exchange.enabled=true", "--set", "exchange.allow={team-a/*}")
+		"--set", "tokens.accessTokenTTL=10m", "--set", "exchange.enabled=true", "--set", "exchange.allow={team-a/*}", "--set", "metrics.secure=false")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(out).To(ContainSubstring("REVISION: 2"))
 	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor"}, deploy)).To(Succeed())
@@ -498,7 +501,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
-		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: ns + "-rotor-tokenreviews"}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: ns + "-rotor-reviews"}},
 	} {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "%T %s after uninstall: %v", obj, obj.GetName(), err)

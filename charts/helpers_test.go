@@ -195,7 +195,19 @@ func decodeAll(manifests string) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// only returns the single object of kind (and name, if given) or fails.
+// named returns the object of kind with the name, or fails.
+func named(t testing.TB, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range ofKind(objs, kind) {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	t.Fatalf("no %s %s rendered", kind, name)
+	return nil
+}
+
+// only returns the single object of kind or fails.
 func only(t testing.TB, objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
 	t.Helper()
 	found := ofKind(objs, kind)

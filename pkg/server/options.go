@@ -54,6 +54,7 @@ type Options struct {
 	APITimeout time.Duration
 
 	MetricsAddress string
+	MetricsSecure  bool
 	ProbeAddress   string
 	LeaderElect    bool
 
@@ -94,6 +95,7 @@ func DefaultOptions() Options {
 		APIBurst:               1000,
 		APITimeout:             5 * time.Second,
 		MetricsAddress:         ":9090",
+		MetricsSecure:          true,
 		ProbeAddress:           ":8081",
 		LeaderElect:            true,
 	}
@@ -131,6 +133,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.APIBurst, "api-burst", o.APIBurst, "Burst of the issuer's session client to the API server.")
 	fs.DurationVar(&o.APITimeout, "api-timeout", o.APITimeout, "Bound on each API request of the token path; when the API server does not answer in time, clients get 503 temporarily_unavailable.")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus metrics endpoint; 0 disables it.")
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure, "Serve metrics over HTTPS (a self-signed certificate) to callers whose Kubernetes token may GET /metrics (TokenReview and SubjectAccessReview). false serves plain HTTP to anyone who can reach the port.")
 	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", o.ProbeAddress, "Address of /healthz and /readyz.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Elect a leader for the controllers; every replica serves the issuer.")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -78,6 +79,7 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		{"setting up the session collector", w.collector},
 		{"setting up the issuer", w.issuer},
 		{"adding probes", w.probes},
+		{"checking the namespace", w.namespaceCheck},
 		{"opening the listener", w.listen},
 	}
 	for _, step := range steps {
@@ -122,7 +124,7 @@ func (w *wiring) manager() error {
 			// Only signing-key Secrets: never cache every Secret of the cluster.
 			ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: keys.CacheByObject(o.Namespace)},
 		},
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddress},
+		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.ProbeAddress,
 		LeaderElection:                o.LeaderElect,
 		LeaderElectionID:              "rotor-controllers",
@@ -134,6 +136,22 @@ func (w *wiring) manager() error {
 	})
 	w.mgr = mgr
 	return err
+}
+
+// The metrics endpoint authenticates and authorizes its callers with the
+// API server (a Prometheus ServiceAccount bound to GET /metrics).
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+func metricsOptions(o Options) metricsserver.Options {
+	m := metricsserver.Options{BindAddress: o.MetricsAddress}
+	if o.MetricsSecure {
+		// No CertDir: controller-runtime serves a self-signed certificate,
+		// as kubebuilder projects do; scrapers skip its verification.
+		m.SecureServing = true
+		m.FilterProvider = metricsAuth
+	}
+	return m
 }
 
 // signingKeys: the key set every replica signs and verifies with, fed by the
@@ -299,6 +317,35 @@ func (w *wiring) probes() error {
 		}
 	}
 	return w.mgr.AddHealthzCheck("ping", healthz.Ping)
+}
+
+// ownSecretTypes are the Secrets rotor expects in its namespace: its own,
+// its serving certificate, Helm's release records and image pull secrets.
+var ownSecretTypes = []corev1.SecretType{
+	keys.SecretType, accounts.SecretType, corev1.SecretTypeTLS, "helm.sh/release.v1", corev1.SecretTypeDockerConfigJson,
+}
+
+// namespaceCheck warns at start when rotor's namespace holds Secrets of
+// other kinds: rotor may read and change every Secret there, so it needs a
+// namespace of its own. One API request of at most one object.
+func (w *wiring) namespaceCheck() error {
+	return w.mgr.Add(everyReplica(func(ctx context.Context) error {
+		sel := make([]fields.Selector, 0, len(ownSecretTypes))
+		for _, t := range ownSecretTypes {
+			sel = append(sel, fields.OneTermNotEqualSelector("type", string(t)))
+		}
+		var list corev1.SecretList
+		err := w.mgr.GetAPIReader().List(ctx, &list, client.InNamespace(w.o.Namespace),
+			client.MatchingFieldsSelector{Selector: fields.AndSelectors(sel...)}, client.Limit(1))
+		switch {
+		case err != nil:
+			w.log.Info("could not check rotor's namespace for other Secrets", "namespace", w.o.Namespace, "error", err.Error())
+		case len(list.Items) > 0:
+			w.log.Info("WARNING: rotor's namespace holds Secrets that are not rotor's; rotor can read and change them. Run rotor in a namespace of its own.",
+				"namespace", w.o.Namespace, "example", list.Items[0].Name, "type", string(list.Items[0].Type))
+		}
+		return nil
+	}))
 }
 
 // listen opens the issuer's listener, with TLS from files that are reloaded

@@ -131,5 +131,10 @@ rotor would reject or that clients could not match.
 
 {{/* Whether rotor validates ServiceAccount tokens (TokenReview): exchange or introspection. */}}
 {{- define "rotor.needsTokenReview" -}}
-{{- if or .Values.exchange.enabled (not (empty .Values.introspection.allow)) }}true{{ end }}
+{{- if or .Values.exchange.enabled (not (empty .Values.introspection.allow)) (include "rotor.secureMetrics" .) }}true{{ end }}
+{{- end }}
+
+{{- /* Metrics over HTTPS for callers the API server authenticates and authorizes. */ -}}
+{{- define "rotor.secureMetrics" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.secure }}true{{ end }}
 {{- end }}
