@@ -16,7 +16,6 @@ import (
 
 	rotorclient "rotor.dev/rotor/pkg/client"
 	"rotor.dev/rotor/pkg/keys"
-	"rotor.dev/rotor/pkg/server"
 )
 
 // A workload calls an API through pkg/client's token source and transport;
@@ -29,7 +28,7 @@ func TestClientLibraryThroughExpiriesAndAKeyRotation(t *testing.T) {
 	ns := env.Namespace(t)
 	createAccount(t, ns, "wanda", "pw-wanda-1234")
 	clock := newClock()
-	r := startReplica(t, ns, clock, func(o *server.Options) {
+	r := startReplica(t, ns, clock, func(o *replicaOptions) {
 		o.KeyPrepublish, o.JWKSMaxAge = 30*time.Minute, 5*time.Minute
 	})
 
@@ -110,7 +109,8 @@ func TestClientLibraryThroughExpiriesAndAKeyRotation(t *testing.T) {
 func rotateSigningKey(t *testing.T, ns string) {
 	t.Helper()
 	list := &corev1.SecretList{}
-	if err := env.Client.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{"identity.rotor.dev/key-state": "active"}); err != nil {
+	active := client.MatchingLabels{"identity.rotor.dev/key-state": "active"}
+	if err := env.Client.List(context.Background(), list, client.InNamespace(ns), active); err != nil {
 		t.Fatal(err)
 	}
 	for i := range list.Items {

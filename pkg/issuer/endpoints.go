@@ -71,7 +71,7 @@ func (i *Issuer) revoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, oerr)
 		return
 	}
-	token, oerr := f.require("token")
+	token, oerr := revokeToken(f)
 	if oerr != nil {
 		writeError(w, oerr)
 		return
@@ -108,16 +108,6 @@ func (i *Issuer) userinfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, claims)
-}
-
-// bearer returns the token of an RFC 6750 section 2.1 Authorization header.
-func bearer(r *http.Request) (string, bool) {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	token = strings.TrimSpace(token)
-	return token, token != ""
 }
 
 func allowGet(w http.ResponseWriter, r *http.Request) bool {

@@ -21,7 +21,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
-	"rotor.dev/rotor/pkg/server"
 )
 
 // serviceAccountToken is what `kubectl create token NAME --audience AUD` does.
@@ -101,7 +100,7 @@ func exchange(t *testing.T, r *replica, subjectToken string) *tokenReply {
 }
 
 func allowExchange(patterns ...string) replicaOption {
-	return func(o *server.Options) { o.TokenExchangeAllow = patterns }
+	return func(o *replicaOptions) { o.TokenExchangeAllow = patterns }
 }
 
 func TestServiceAccountTokenExchange(t *testing.T) {
@@ -117,7 +116,8 @@ func TestServiceAccountTokenExchange(t *testing.T) {
 		status, _, claims := r.userinfo(t, reply.AccessToken)
 		g.Expect(status).To(Equal(http.StatusOK))
 		g.Expect(claims).To(HaveKeyWithValue("sub", "system:serviceaccount:"+ns+":worker"))
-		g.Expect(claims).To(HaveKeyWithValue("groups", ContainElements("system:serviceaccounts", "system:serviceaccounts:"+ns)))
+		g.Expect(claims).To(HaveKeyWithValue("groups",
+			ContainElements("system:serviceaccounts", "system:serviceaccounts:"+ns)))
 
 		var session *identityv1alpha1.RefreshToken
 		for _, s := range sessionsOf(t, ns) {
@@ -128,7 +128,8 @@ func TestServiceAccountTokenExchange(t *testing.T) {
 		g.Expect(session).NotTo(BeNil())
 		g.Expect(session.Spec.Method).To(Equal(identityv1alpha1.AuthMethodServiceAccount))
 		r.Clock.Step(time.Minute)
-		g.Expect(r.refresh(t, reply.RefreshToken).Status).To(Equal(http.StatusOK), "the session refreshes like a password login")
+		g.Expect(r.refresh(t, reply.RefreshToken).Status).To(Equal(http.StatusOK),
+			"the session refreshes like a password login")
 	})
 
 	before := len(sessionsOf(t, ns))
@@ -139,11 +140,15 @@ func TestServiceAccountTokenExchange(t *testing.T) {
 		token func() string
 		code  string
 	}{
-		{"a token minted for another audience is refused", func() string { return serviceAccountToken(t, ns, "worker", "someone-else") }, "invalid_grant"},
+		{"a token minted for another audience is refused", func() string {
+			return serviceAccountToken(t, ns, "worker", "someone-else")
+		}, "invalid_grant"},
 		{"an expired token is refused", func() string {
 			return forgedServiceAccountToken(t, sa, "rotor", now.Add(-2*time.Hour), now.Add(-time.Hour))
 		}, "invalid_grant"},
-		{"a ServiceAccount outside the policy is refused", func() string { return serviceAccountToken(t, ns, "intruder", "rotor") }, "unauthorized_client"},
+		{"a ServiceAccount outside the policy is refused", func() string {
+			return serviceAccountToken(t, ns, "intruder", "rotor")
+		}, "unauthorized_client"},
 		{"garbage is refused", func() string { return "not-a-jwt" }, "invalid_grant"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,7 +178,8 @@ func TestTokenExchangeIsOffByDefault(t *testing.T) {
 
 func introspect(t *testing.T, r *replica, caller, token string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, r.URL+"/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	form := strings.NewReader(url.Values{"token": {token}}.Encode())
+	req, _ := http.NewRequest(http.MethodPost, r.URL+"/introspect", form)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if caller != "" {
 		req.Header.Set("Authorization", "Bearer "+caller)
@@ -192,7 +198,7 @@ func TestIntrospection(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.Namespace(t)
 	createAccount(t, ns, "lou", "pw-lou-12345")
-	r := startReplica(t, ns, newClock(), func(o *server.Options) { o.IntrospectionAllow = []string{ns + "/api"} })
+	r := startReplica(t, ns, newClock(), func(o *replicaOptions) { o.IntrospectionAllow = []string{ns + "/api"} })
 	caller := serviceAccountToken(t, ns, "api", "rotor")
 	login := r.login(t, "lou", "pw-lou-12345")
 

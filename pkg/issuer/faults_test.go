@@ -2,18 +2,17 @@ package issuer_test
 
 // Fault tests of issue 9: a restart with a cold session cache, a leader
 // failover, races between refresh, revocation, rotation and signing, and
-// clock skew between replicas. Each asserts the exact outcome.
+// clock skew between replicas. Each asserts the exact outcome. Every
+// replica here is started with sharedIssuer, as replicas behind one load
+// balancer are.
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,196 +22,17 @@ import (
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"github.com/golang-jwt/jwt/v5"
 	. "github.com/onsi/gomega"
-	"go.uber.org/zap/zapcore"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 	"rotor.dev/rotor/pkg/keys"
-	"rotor.dev/rotor/pkg/server"
 	"rotor.dev/rotor/pkg/tokens"
 )
-
-// sharedIssuerURL is the iss of every node: replicas behind one load
-// balancer share it, so a token minted by one verifies on another.
-const sharedIssuerURL = "http://rotor.faults.test"
-
-// node is a replica whose life the test controls: built, started, stopped
-// or cut off from the API server at will.
-type node struct {
-	*replica
-	ProbeURL string
-
-	t        *testing.T
-	reads    atomic.Int64 // GETs of one RefreshToken by name
-	cut      atomic.Bool  // every API request fails
-	hook     atomic.Pointer[func()]
-	stopping atomic.Bool
-	ctx      context.Context
-	cancel   context.CancelFunc
-	done     chan struct{}
-	once     sync.Once
-}
-
-// newNode builds a replica (server.New) without starting it.
-func newNode(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...replicaOption) *node {
-	t.Helper()
-	o := server.DefaultOptions()
-	o.Namespace = ns
-	o.MetricsAddress = "0"
-	o.InsecureHTTP = true
-	o.IssuerURL = sharedIssuerURL
-	o.Clock = clock
-	o.LeaderElect = false
-	for _, opt := range opts {
-		opt(&o)
-	}
-	o.ListenAddress = freeAddr(t)
-	o.ProbeAddress = freeAddr(t)
-	logs := &syncBuffer{}
-	log := zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-10)))
-	n := &node{t: t, ProbeURL: "http://" + o.ProbeAddress, done: make(chan struct{})}
-	cfg := rest.CopyConfig(env.Config)
-	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if n.cut.Load() {
-				return nil, errors.New("test: partitioned from the API server")
-			}
-			if r.Method == http.MethodGet && r.URL.Query().Get("watch") != "true" {
-				if _, name, ok := strings.Cut(r.URL.Path, "/refreshtokens/"); ok && name != "" {
-					n.reads.Add(1)
-					resp, err := rt.RoundTrip(r)
-					if hook := n.hook.Swap(nil); hook != nil {
-						(*hook)()
-					}
-					return resp, err
-				}
-			}
-			return rt.RoundTrip(r)
-		})
-	}
-	srv, err := server.New(cfg, o, log)
-	if err != nil {
-		t.Fatalf("creating server: %v", err)
-	}
-	n.replica = &replica{URL: "http://" + o.ListenAddress, Clock: clock, Logs: logs, Server: srv}
-	n.ctx, n.cancel = context.WithCancel(context.Background())
-	t.Cleanup(n.stop)
-	return n
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func (n *node) start() {
-	go func() {
-		defer close(n.done)
-		if err := n.Server.Start(n.ctx); err != nil && !n.stopping.Load() {
-			n.t.Errorf("server stopped: %v", err)
-		}
-	}()
-}
-
-func (n *node) waitReady() {
-	n.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !n.ready() {
-		if time.Now().After(deadline) {
-			n.t.Fatalf("replica not ready after 30s; logs:\n%s", n.Logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// startNode builds, starts and waits for a replica.
-func startNode(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...replicaOption) *node {
-	t.Helper()
-	n := newNode(t, ns, clock, opts...)
-	n.start()
-	n.waitReady()
-	return n
-}
-
-// stop cancels the replica's context and waits for Start to return.
-func (n *node) stop() {
-	n.once.Do(func() {
-		n.stopping.Store(true)
-		n.cancel()
-		select {
-		case <-n.done:
-		case <-time.After(30 * time.Second):
-			n.t.Errorf("replica did not stop within 30s")
-		}
-	})
-}
-
-// crash cuts the replica off from the API server, then stops it: it cannot
-// release its Lease, as a replica whose node died would not.
-func (n *node) crash() {
-	n.stopping.Store(true)
-	n.cut.Store(true)
-	n.stop()
-}
-
-// afterSessionRead runs f once, right after this replica's next read of
-// a RefreshToken by name has been answered and before the answer is used.
-// The channel is closed once f has returned.
-func (n *node) afterSessionRead(f func()) <-chan struct{} {
-	ran := make(chan struct{})
-	hook := func() { defer close(ran); f() }
-	n.hook.Store(&hook)
-	return ran
-}
-
-func (n *node) elected() bool {
-	select {
-	case <-n.Server.Manager.Elected():
-		return true
-	default:
-		return false
-	}
-}
-
-func (n *node) readyz() int {
-	resp, err := http.Get(n.ProbeURL + "/readyz")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode
-}
-
-func (n *node) activeKID() string {
-	k, ok := n.Server.Keys.Active()
-	if !ok {
-		return ""
-	}
-	return k.KID
-}
-
-func fastLeaderElection(o *server.Options) {
-	o.LeaderElect = true
-	o.LeaseDuration, o.RenewDeadline, o.RetryPeriod = 3*time.Second, 2*time.Second, 500*time.Millisecond
-}
-
-// fastKeys lets a rotation happen a few fake seconds after it is asked for.
-func fastKeys(o *server.Options) {
-	o.JWKSMaxAge, o.KeyPrepublish, o.KeyRotationPeriod = time.Second, 2*time.Second, time.Hour
-}
 
 func signingKeySecrets(t testing.TB, ns string) []corev1.Secret {
 	t.Helper()
@@ -273,7 +93,9 @@ func tryPost(endpoint string, form url.Values) *tokenReply {
 }
 
 func tryLogin(r *replica, username, password string) *tokenReply {
-	return tryPost(r.URL+"/token", url.Values{"grant_type": {"password"}, "username": {username}, "password": {password}})
+	return tryPost(r.URL+"/token", url.Values{
+		"grant_type": {"password"}, "username": {username}, "password": {password},
+	})
 }
 
 func tryRefresh(r *replica, refreshToken string) *tokenReply {
@@ -294,7 +116,7 @@ func TestRestartWithAColdCacheKeepsEverySessionAndKey(t *testing.T) {
 		createAccount(t, ns, u, "pw-"+u+"-123")
 	}
 	clock := newClock()
-	a := startNode(t, ns, clock, fastLeaderElection)
+	a := startReplica(t, ns, clock, sharedIssuer, fastLeaderElection)
 	g.Eventually(a.elected, 10*time.Second, 50*time.Millisecond).Should(BeTrue())
 
 	// Two devices per user; device i refreshed i%3 times: chains of 1 to 3 tokens.
@@ -328,7 +150,7 @@ func TestRestartWithAColdCacheKeepsEverySessionAndKey(t *testing.T) {
 	clock.Step(time.Minute)
 
 	a.stop()
-	b := newNode(t, ns, clock, fastLeaderElection)
+	b := newReplica(t, ns, clock, sharedIssuer, fastLeaderElection)
 
 	t.Run("the new replica is not ready before its caches sync", func(t *testing.T) {
 		g := NewWithT(t)
@@ -366,7 +188,7 @@ func TestRestartWithAColdCacheKeepsEverySessionAndKey(t *testing.T) {
 
 	t.Run("every session's latest refresh token works exactly once on the new replica", func(t *testing.T) {
 		g := NewWithT(t)
-		readsBefore := b.reads.Load()
+		readsBefore := b.Requests.sessionReads.Load()
 		next := make([]string, len(chains))
 		for i, c := range chains {
 			r := b.refresh(t, c[len(c)-1])
@@ -374,7 +196,8 @@ func TestRestartWithAColdCacheKeepsEverySessionAndKey(t *testing.T) {
 			g.Expect(sessionName(r.RefreshToken)).To(Equal(sessionName(c[0])))
 			next[i] = r.RefreshToken
 		}
-		g.Expect(b.reads.Load()-readsBefore).To(Equal(int64(len(chains))), "a cold cache: one read per session")
+		g.Expect(b.Requests.sessionReads.Load()-readsBefore).To(Equal(int64(len(chains))),
+			"a cold cache: one read per session")
 
 		for i, c := range chains {
 			again := b.refresh(t, c[len(c)-1])
@@ -414,11 +237,12 @@ func TestLeaderFailoverHandsRotationAndGCToTheSurvivor(t *testing.T) {
 	ns := env.Namespace(t)
 	createAccount(t, ns, "fay", "pw-fay-123")
 	clock := newClock()
-	opts := []replicaOption{fastLeaderElection, fastKeys, func(o *server.Options) { o.RevokedRetention = time.Minute }}
-	a := startNode(t, ns, clock, opts...)
-	b := startNode(t, ns, clock, opts...)
+	opts := []replicaOption{sharedIssuer, fastLeaderElection, fastKeys,
+		func(o *replicaOptions) { o.RevokedRetention = time.Minute }}
+	a := startReplica(t, ns, clock, opts...)
+	b := startReplica(t, ns, clock, opts...)
 
-	var leader, survivor *node
+	var leader, survivor *replica
 	g.Eventually(func() bool {
 		switch {
 		case a.elected():
@@ -437,7 +261,7 @@ func TestLeaderFailoverHandsRotationAndGCToTheSurvivor(t *testing.T) {
 	// Revoked before the failover; due for GC a minute later.
 	victim := survivor.login(t, "fay", "pw-fay-123")
 	g.Expect(victim.Status).To(Equal(http.StatusOK))
-	g.Expect(tryRevoke(survivor.replica, victim.RefreshToken)).To(Equal(http.StatusOK))
+	g.Expect(tryRevoke(survivor, victim.RefreshToken)).To(Equal(http.StatusOK))
 
 	// Refreshes on the survivor throughout the failover.
 	login := survivor.login(t, "fay", "pw-fay-123")
@@ -455,7 +279,7 @@ func TestLeaderFailoverHandsRotationAndGCToTheSurvivor(t *testing.T) {
 				return
 			default:
 			}
-			r := tryRefresh(survivor.replica, token)
+			r := tryRefresh(survivor, token)
 			c, _ := statuses.LoadOrStore(r.Status, new(atomic.Int64))
 			c.(*atomic.Int64).Add(1)
 			refreshes.Add(1)
@@ -472,7 +296,8 @@ func TestLeaderFailoverHandsRotationAndGCToTheSurvivor(t *testing.T) {
 	t.Run("the survivor becomes leader within the lease duration", func(t *testing.T) {
 		g := NewWithT(t)
 		g.Eventually(survivor.elected, 3*time.Second+3*time.Second, 20*time.Millisecond).Should(BeTrue())
-		t.Logf("survivor elected %v after the leader crashed (lease 3s, retry 500ms)", time.Since(crashed).Round(10*time.Millisecond))
+		t.Logf("survivor elected %v after the leader crashed (lease 3s, retry 500ms)",
+			time.Since(crashed).Round(10*time.Millisecond))
 		g.Expect(env.Client.Get(context.Background(), keyOf(ns, "rotor-controllers"), lease)).To(Succeed())
 		g.Expect(*lease.Spec.HolderIdentity).NotTo(Equal(holderBefore))
 	})
@@ -532,7 +357,7 @@ func TestLeaderFailoverHandsRotationAndGCToTheSurvivor(t *testing.T) {
 
 // raceRefreshAndRevoke logs in, then refreshes and revokes the login's
 // refresh token at once, iterations times, and checks each outcome.
-func raceRefreshAndRevoke(t *testing.T, ns string, iterations int, login, refresher, revoker *node) {
+func raceRefreshAndRevoke(t *testing.T, ns string, iterations int, login, refresher, revoker *replica) {
 	g := NewWithT(t)
 	names := map[string]bool{}
 	var refreshWon, revokeWon int
@@ -555,13 +380,13 @@ func raceRefreshAndRevoke(t *testing.T, ns string, iterations int, login, refres
 			defer wg.Done()
 			<-start
 			time.Sleep(refreshLag)
-			refreshed = tryRefresh(refresher.replica, l.RefreshToken)
+			refreshed = tryRefresh(refresher, l.RefreshToken)
 		}()
 		go func() {
 			defer wg.Done()
 			<-start
 			time.Sleep(revokeLag)
-			revoked = tryRevoke(revoker.replica, l.RefreshToken)
+			revoked = tryRevoke(revoker, l.RefreshToken)
 		}()
 		close(start)
 		wg.Wait()
@@ -576,9 +401,10 @@ func raceRefreshAndRevoke(t *testing.T, ns string, iterations int, login, refres
 		if refreshed.Status == http.StatusOK {
 			refreshWon++
 			g.Expect(rt.Spec.Rotations).To(Equal(int64(1)))
-			for _, r := range []*node{refresher, revoker} {
+			for _, r := range []*replica{refresher, revoker} {
 				again := r.refresh(t, refreshed.RefreshToken)
-				g.Expect(again.Error).To(Equal("invalid_grant"), "iteration %d: the racing refresh's token outlived the revocation", i)
+				g.Expect(again.Error).To(Equal("invalid_grant"),
+					"iteration %d: the racing refresh's token outlived the revocation", i)
 			}
 		} else {
 			revokeWon++
@@ -599,11 +425,11 @@ func raceRefreshAndRevoke(t *testing.T, ns string, iterations int, login, refres
 }
 
 func TestRaceOfRefreshAndRevocation(t *testing.T) {
-	setup := func(t *testing.T) (string, *node, *node) {
+	setup := func(t *testing.T) (string, *replica, *replica) {
 		ns := env.Namespace(t)
 		createAccount(t, ns, "gus", "pw-gus-123")
 		clock := newClock()
-		return ns, startNode(t, ns, clock), startNode(t, ns, clock)
+		return ns, startReplica(t, ns, clock, sharedIssuer), startReplica(t, ns, clock, sharedIssuer)
 	}
 	t.Run("on one replica the revocation always wins in the end", func(t *testing.T) {
 		ns, a, _ := setup(t)
@@ -623,11 +449,11 @@ func TestRaceOfRefreshAndRevocation(t *testing.T) {
 // other replica writes the session right after this replica's read of it,
 // so this replica's conditional update meets a Conflict after a fresh read.
 func TestRaceLostBetweenReadAndWrite(t *testing.T) {
-	setup := func(t *testing.T) (string, *node, *node, *tokenReply) {
+	setup := func(t *testing.T) (string, *replica, *replica, *tokenReply) {
 		ns := env.Namespace(t)
 		createAccount(t, ns, "gus", "pw-gus-123")
 		clock := newClock()
-		a, b := startNode(t, ns, clock), startNode(t, ns, clock)
+		a, b := startReplica(t, ns, clock, sharedIssuer), startReplica(t, ns, clock, sharedIssuer)
 		l := a.login(t, "gus", "pw-gus-123") // cached on a; b's cache is cold
 		NewWithT(t).Expect(l.Status).To(Equal(http.StatusOK))
 		return ns, a, b, l
@@ -637,8 +463,8 @@ func TestRaceLostBetweenReadAndWrite(t *testing.T) {
 		g := NewWithT(t)
 		ns, a, b, l := setup(t)
 		var won *tokenReply
-		ran := b.afterSessionRead(func() { won = tryRefresh(a.replica, l.RefreshToken) })
-		status := tryRevoke(b.replica, l.RefreshToken)
+		ran := b.afterSessionRead(func() { won = tryRefresh(a, l.RefreshToken) })
+		status := tryRevoke(b, l.RefreshToken)
 		g.Eventually(ran).Should(BeClosed())
 		g.Expect(won.Status).To(Equal(http.StatusOK), "a's refresh got in between")
 		g.Expect(status).To(Equal(http.StatusOK))
@@ -652,8 +478,8 @@ func TestRaceLostBetweenReadAndWrite(t *testing.T) {
 		g := NewWithT(t)
 		ns, a, b, l := setup(t)
 		revoked := 0
-		ran := b.afterSessionRead(func() { revoked = tryRevoke(a.replica, l.RefreshToken) })
-		r := tryRefresh(b.replica, l.RefreshToken)
+		ran := b.afterSessionRead(func() { revoked = tryRevoke(a, l.RefreshToken) })
+		r := tryRefresh(b, l.RefreshToken)
 		g.Eventually(ran).Should(BeClosed())
 		g.Expect(revoked).To(Equal(http.StatusOK))
 		g.Expect(r.Status).To(Equal(http.StatusBadRequest))
@@ -663,12 +489,13 @@ func TestRaceLostBetweenReadAndWrite(t *testing.T) {
 		g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
 	})
 
-	t.Run("a refresh overtaken by a refresh on another replica is invalid_grant and the winner's token works", func(t *testing.T) {
+	t.Run("a refresh overtaken by a refresh on another replica is invalid_grant "+
+		"and the winner's token works", func(t *testing.T) {
 		g := NewWithT(t)
 		_, a, b, l := setup(t)
 		var won *tokenReply
-		ran := b.afterSessionRead(func() { won = tryRefresh(a.replica, l.RefreshToken) })
-		r := tryRefresh(b.replica, l.RefreshToken)
+		ran := b.afterSessionRead(func() { won = tryRefresh(a, l.RefreshToken) })
+		r := tryRefresh(b, l.RefreshToken)
 		g.Eventually(ran).Should(BeClosed())
 		g.Expect(won.Status).To(Equal(http.StatusOK))
 		g.Expect(r.Status).To(Equal(http.StatusBadRequest))
@@ -719,9 +546,9 @@ func TestRaceOfKeyRotationAndSigning(t *testing.T) {
 	clock := newClock()
 	// Both replicas reconcile keys (no leader election), as two replicas
 	// briefly do after a failover.
-	a := startNode(t, ns, clock, fastKeys)
-	b := startNode(t, ns, clock, fastKeys)
-	nodes := []*node{a, b}
+	a := startReplica(t, ns, clock, sharedIssuer, fastKeys)
+	b := startReplica(t, ns, clock, sharedIssuer, fastKeys)
+	replicas := []*replica{a, b}
 
 	ctx, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
@@ -738,11 +565,11 @@ func TestRaceOfKeyRotationAndSigning(t *testing.T) {
 			failures = append(failures, fmt.Sprintf(format, args...))
 		}
 	}
-	check := func(issuer *node, access string) {
+	check := func(issuer *replica, access string) {
 		issued.Add(1)
 		// The issuing replica's JWKS right after, then every other one's.
-		for _, r := range append([]*node{issuer}, nodes...) {
-			body, err := fetchJWKS(r.replica)
+		for _, r := range append([]*replica{issuer}, replicas...) {
+			body, err := fetchJWKS(r)
 			if err != nil {
 				fail("%v", err)
 				continue
@@ -760,12 +587,12 @@ func TestRaceOfKeyRotationAndSigning(t *testing.T) {
 
 	var wg sync.WaitGroup
 	for w := range 4 {
-		issuer := nodes[w%2]
+		issuer := replicas[w%2]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				login := tryLogin(issuer.replica, "hal", "pw-hal-123")
+				login := tryLogin(issuer, "hal", "pw-hal-123")
 				if login.Status != http.StatusOK {
 					fail("login on %s: %d %s", issuer.URL, login.Status, login.Error)
 					return
@@ -776,7 +603,7 @@ func TestRaceOfKeyRotationAndSigning(t *testing.T) {
 					if ctx.Err() != nil {
 						return
 					}
-					r := tryRefresh(issuer.replica, token)
+					r := tryRefresh(issuer, token)
 					if r.Status != http.StatusOK {
 						fail("refresh on %s: %d %s", issuer.URL, r.Status, r.Error)
 						return
@@ -800,13 +627,14 @@ func TestRaceOfKeyRotationAndSigning(t *testing.T) {
 	for range rotations {
 		// Let a few tokens be signed by the current key first.
 		active := a.activeKID()
-		g.Eventually(func() int { return signedBy(active) }, 20*time.Second, 10*time.Millisecond).Should(BeNumerically(">=", 3))
+		g.Eventually(func() int { return signedBy(active) }, 20*time.Second, 10*time.Millisecond).
+			Should(BeNumerically(">=", 3))
 		var nextKID string
 		g.Eventually(func(g Gomega) {
 			next := secretsInState(t, ns, keys.StateNext)
 			g.Expect(next).To(HaveLen(1))
 			nextKID = next[0].Annotations[keys.KIDAnnotation]
-			for _, n := range nodes {
+			for _, n := range replicas {
 				_, ok := n.Server.Keys.Lookup(nextKID)
 				g.Expect(ok).To(BeTrue())
 			}
@@ -814,13 +642,14 @@ func TestRaceOfKeyRotationAndSigning(t *testing.T) {
 		clock.Step(3 * time.Second)
 		g.Expect(requestRotation(t, ns)).To(Succeed())
 		g.Eventually(func(g Gomega) {
-			for _, n := range nodes {
+			for _, n := range replicas {
 				g.Expect(n.activeKID()).To(Equal(nextKID))
 			}
 		}, 10*time.Second, 20*time.Millisecond).Should(Succeed())
 	}
 	last := a.activeKID()
-	g.Eventually(func() int { return signedBy(last) }, 20*time.Second, 10*time.Millisecond).Should(BeNumerically(">=", 3))
+	g.Eventually(func() int { return signedBy(last) }, 20*time.Second, 10*time.Millisecond).
+		Should(BeNumerically(">=", 3))
 	stopWork()
 	wg.Wait()
 
@@ -841,14 +670,14 @@ func TestClockSkewBetweenReplicas(t *testing.T) {
 	createAccount(t, ns, "ivy", "pw-ivy-123")
 	base := time.Now().Truncate(time.Second)
 	clockA, clockB := clocktesting.NewFakeClock(base), clocktesting.NewFakeClock(base)
-	a := startNode(t, ns, clockA)
-	b := startNode(t, ns, clockB)
+	a := startReplica(t, ns, clockA, sharedIssuer)
+	b := startReplica(t, ns, clockB, sharedIssuer)
 
 	skew := func(offA, offB time.Duration) {
 		clockA.SetTime(base.Add(offA))
 		clockB.SetTime(base.Add(offB))
 	}
-	userinfo := func(r *node, access string) int {
+	userinfo := func(r *replica, access string) int {
 		status, _, _ := r.userinfo(t, access)
 		return status
 	}
@@ -871,13 +700,15 @@ func TestClockSkewBetweenReplicas(t *testing.T) {
 		g.Expect(a.refresh(t, onB.RefreshToken).Status).To(Equal(http.StatusOK))
 	})
 
-	t.Run("at +90s and -90s the replicas are 180s apart: the lagging one refuses the leading one's tokens, refresh tokens still work", func(t *testing.T) {
+	t.Run("at +90s and -90s the replicas are 180s apart: the lagging one refuses the leading one's tokens, "+
+		"refresh tokens still work", func(t *testing.T) {
 		g := NewWithT(t)
 		skew(90*time.Second, -90*time.Second)
 		fromA, fromB := a.login(t, "ivy", "pw-ivy-123"), b.login(t, "ivy", "pw-ivy-123")
 		g.Expect(fromA.Status).To(Equal(http.StatusOK))
 		g.Expect(fromB.Status).To(Equal(http.StatusOK))
-		g.Expect(userinfo(b, fromA.AccessToken)).To(Equal(http.StatusUnauthorized), "iat 180s ahead of b, beyond the 2m leeway")
+		g.Expect(userinfo(b, fromA.AccessToken)).To(Equal(http.StatusUnauthorized),
+			"iat 180s ahead of b, beyond the 2m leeway")
 		g.Expect(userinfo(a, fromB.AccessToken)).To(Equal(http.StatusOK))
 		onB := b.refresh(t, fromA.RefreshToken)
 		g.Expect(onB.Status).To(Equal(http.StatusOK), "refresh tokens carry no time claims")
@@ -895,7 +726,9 @@ func TestClockSkewBetweenReplicas(t *testing.T) {
 		g.Expect(header.Get("WWW-Authenticate")).To(ContainSubstring(`error="invalid_token"`))
 		g.Expect(userinfo(a, fromA.AccessToken)).To(Equal(http.StatusOK))
 		// The reason, from the verifier b runs (same keys, clock and leeway).
-		v := &tokens.Verifier{Issuer: sharedIssuerURL, Audience: "rotor", Keys: b.Server.Keys, Leeway: 2 * time.Minute, Clock: clockB}
+		v := &tokens.Verifier{
+			Issuer: sharedIssuerURL, Audience: "rotor", Keys: b.Server.Keys, Leeway: 2 * time.Minute, Clock: clockB,
+		}
 		_, err := v.Verify(fromA.AccessToken)
 		g.Expect(err).To(MatchError(tokens.ErrInvalidToken))
 		g.Expect(err).To(MatchError(jwt.ErrTokenUsedBeforeIssued))

@@ -145,12 +145,16 @@ func newFuzzIssuer(tb testing.TB, set *keys.Set) http.Handler {
 		ExchangePolicy:      workload.Policy{"apps/api"},
 		IntrospectionPolicy: workload.Policy{"apps/introspector"},
 	}, issuer.Deps{
-		Keys:     set,
-		Minter:   &tokens.Minter{Issuer: fuzzIssuerURL, TTL: 20 * time.Minute, Keys: set, Clock: clock},
-		Verifier: &tokens.Verifier{Issuer: fuzzIssuerURL, Audience: "rotor", Keys: set, Leeway: 2 * time.Minute, Clock: clock},
+		Keys:   set,
+		Minter: &tokens.Minter{Issuer: fuzzIssuerURL, TTL: 20 * time.Minute, Keys: set, Clock: clock},
+		Verifier: &tokens.Verifier{
+			Issuer: fuzzIssuerURL, Audience: "rotor", Keys: set, Leeway: 2 * time.Minute, Clock: clock,
+		},
 		Sessions: store,
 		Accounts: fuzzAccounts{},
-		Exchange: fuzzReviewer{fuzzSAToken: {Namespace: "apps", Name: "api", Username: "system:serviceaccount:apps:api"}},
+		Exchange: fuzzReviewer{fuzzSAToken: {
+			Namespace: "apps", Name: "api", Username: "system:serviceaccount:apps:api",
+		}},
 		Introspectors: fuzzReviewer{fuzzCaller: {
 			Namespace: "apps", Name: "introspector", Username: "system:serviceaccount:apps:introspector",
 		}},
@@ -172,7 +176,10 @@ type fuzzAnswer struct {
 	Active       *bool  `json:"active"`
 }
 
-var fuzzMethods = []string{http.MethodPost, http.MethodGet, http.MethodPut, http.MethodHead, http.MethodDelete, http.MethodPatch, http.MethodOptions, "PROPFIND"}
+var fuzzMethods = []string{
+	http.MethodPost, http.MethodGet, http.MethodPut, http.MethodHead,
+	http.MethodDelete, http.MethodPatch, http.MethodOptions, "PROPFIND",
+}
 
 // FuzzTokenRequest sends arbitrary bodies with arbitrary content types and
 // methods to /token, /revoke and /introspect of a complete issuer: none may
@@ -203,7 +210,8 @@ func checkFuzzAnswer(t *testing.T, method, path, contentType string, body []byte
 	t.Helper()
 	g := NewWithT(t)
 	status := rec.Code
-	what := fmt.Sprintf("%s %s (Content-Type %q, body %q): %d %q", method, path, contentType, body, status, rec.Body.Bytes())
+	what := fmt.Sprintf("%s %s (Content-Type %q, body %q): %d %q",
+		method, path, contentType, body, status, rec.Body.Bytes())
 	g.Expect(status).To(BeElementOf(http.StatusOK, http.StatusBadRequest, http.StatusMethodNotAllowed,
 		http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType), what)
 	g.Expect(rec.Header().Get("Cache-Control")).To(Equal("no-store"), what)
@@ -227,7 +235,8 @@ func checkFuzzAnswer(t *testing.T, method, path, contentType string, body []byte
 	var a fuzzAnswer
 	g.Expect(json.Unmarshal(rec.Body.Bytes(), &a)).To(Succeed(), what)
 	if status != http.StatusOK {
-		g.Expect(a.Error).To(BeElementOf("invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_target", "unauthorized_client"), what)
+		g.Expect(a.Error).To(BeElementOf("invalid_request", "invalid_grant", "unsupported_grant_type",
+			"invalid_target", "unauthorized_client"), what)
 		g.Expect(a.Description).To(MatchRegexp(oauthErrorDescription.String()), what)
 		return
 	}

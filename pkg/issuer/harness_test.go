@@ -2,8 +2,10 @@ package issuer_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -50,23 +52,165 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// sharedIssuerURL is the iss of replicas started with sharedIssuer: replicas
+// behind one load balancer share it, so a token minted by one verifies on
+// another.
+const sharedIssuerURL = "http://rotor.faults.test"
+
+// replica is one rotor (manager and issuer) in a test namespace, the only way
+// these tests run rotor. startReplica builds one, starts it and waits until it
+// is ready; newReplica only builds it, for a test that starts it itself. The
+// test may stop or crash it; it stops when the test ends in any case.
+type replica struct {
+	// URL is where the issuer listens; it is also the iss of its tokens
+	// unless the replica was started with sharedIssuer.
+	URL string
+	// ProbeURL serves /healthz and /readyz.
+	ProbeURL string
+	Clock    *clocktesting.FakeClock
+	// Logs are everything the replica logged, debug included: the secret
+	// scans read them.
+	Logs *syncBuffer
+	// Requests counts the replica's API requests for RefreshTokens.
+	Requests *requestCounter
+	Server   *server.Server
+
+	t       *testing.T
+	cut     atomic.Bool            // every API request fails (crash)
+	hook    atomic.Pointer[func()] // afterSessionRead
+	started atomic.Bool
+	crashed atomic.Bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	once    sync.Once
+}
+
+// replicaOptions are rotor's own options (server.Options, embedded) and
+// the harness's.
+type replicaOptions struct {
+	server.Options
+	// apiConfig is how the replica reaches the API server (env.Config
+	// unless throughAPI).
+	apiConfig *rest.Config
+	// issuerURL is the replica's iss; "" means its own URL.
+	issuerURL string
+}
+
+// replicaOption changes a replica's options before it is built.
+type replicaOption func(*replicaOptions)
+
+// throughAPI makes the replica reach the API server with its own
+// rest.Config: a proxy the test can cut, say.
+func throughAPI(cfg *rest.Config) replicaOption {
+	return func(o *replicaOptions) { o.apiConfig = cfg }
+}
+
+// sharedIssuer gives the replica the iss every replica started with it has.
+func sharedIssuer(o *replicaOptions) { o.issuerURL = sharedIssuerURL }
+
+// fastLeaderElection runs leader election with a 3s lease.
+func fastLeaderElection(o *replicaOptions) {
+	o.LeaderElect = true
+	o.LeaseDuration, o.RenewDeadline, o.RetryPeriod = 3*time.Second, 2*time.Second, 500*time.Millisecond
+}
+
+// fastKeys lets a rotation happen a few fake seconds after it is asked for.
+func fastKeys(o *replicaOptions) {
+	o.JWKSMaxAge, o.KeyPrepublish, o.KeyRotationPeriod = time.Second, 2*time.Second, time.Hour
+}
+
+// startReplica runs rotor against the test control plane until the test
+// ends, and returns once it is ready.
+func startReplica(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...replicaOption) *replica {
+	t.Helper()
+	r := newReplica(t, ns, clock, opts...)
+	r.start()
+	r.waitReady()
+	return r
+}
+
+// newReplica builds a replica (server.New) without starting it.
+func newReplica(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...replicaOption) *replica {
+	t.Helper()
+	o := replicaOptions{Options: server.DefaultOptions(), apiConfig: env.Config}
+	o.Namespace = ns
+	o.MetricsAddress = "0"
+	o.InsecureHTTP = true
+	o.Clock = clock
+	o.LeaderElect = false
+	for _, opt := range opts {
+		opt(&o)
+	}
+	// The issuer URL must be what clients dial, so the port is picked first.
+	o.ListenAddress, o.ProbeAddress = freeAddr(t), freeAddr(t)
+	o.IssuerURL = cmp.Or(o.issuerURL, "http://"+o.ListenAddress)
+
+	r := &replica{
+		URL:      "http://" + o.ListenAddress,
+		ProbeURL: "http://" + o.ProbeAddress,
+		Clock:    clock,
+		Logs:     &syncBuffer{},
+		Requests: &requestCounter{},
+		t:        t,
+		done:     make(chan struct{}),
+	}
+	log := zap.New(zap.WriteTo(r.Logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-10)))
+	cfg := rest.CopyConfig(o.apiConfig)
+	cfg.Wrap(r.transport)
+	srv, err := server.New(cfg, o.Options, log)
+	if err != nil {
+		t.Fatalf("creating server: %v", err)
+	}
+	r.Server = srv
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	t.Cleanup(r.stop)
+	return r
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // requestCounter counts the API requests a replica makes for RefreshTokens,
 // other than the eviction watch.
 type requestCounter struct {
 	reads, writes atomic.Int64
+	// sessionReads are the reads of one RefreshToken by name (reads
+	// counts them too): what a cold session cache costs.
+	sessionReads atomic.Int64
 }
 
-func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		if strings.Contains(r.URL.Path, "/refreshtokens") && r.URL.Query().Get("watch") != "true" {
-			switch r.Method {
-			case http.MethodGet:
-				c.reads.Add(1)
-			default:
-				c.writes.Add(1)
-			}
+// transport counts the replica's requests, fails them all once the replica
+// is cut off, and runs the afterSessionRead hook.
+func (r *replica) transport(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if r.cut.Load() {
+			return nil, errors.New("test: partitioned from the API server")
 		}
-		return rt.RoundTrip(r)
+		if !strings.Contains(req.URL.Path, "/refreshtokens") || req.URL.Query().Get("watch") == "true" {
+			return rt.RoundTrip(req)
+		}
+		if req.Method != http.MethodGet {
+			r.Requests.writes.Add(1)
+			return rt.RoundTrip(req)
+		}
+		r.Requests.reads.Add(1)
+		if _, name, _ := strings.Cut(req.URL.Path, "/refreshtokens/"); name == "" {
+			return rt.RoundTrip(req) // a list
+		}
+		r.Requests.sessionReads.Add(1)
+		resp, err := rt.RoundTrip(req)
+		if hook := r.hook.Swap(nil); hook != nil {
+			(*hook)()
+		}
+		return resp, err
 	})
 }
 
@@ -74,79 +218,93 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// replica is one running rotor (manager and issuer) in a test namespace.
-type replica struct {
-	URL      string
-	Clock    *clocktesting.FakeClock
-	Logs     *syncBuffer
-	Requests *requestCounter
-	Server   *server.Server
-}
-
-type replicaOption func(*server.Options)
-
-// startReplica runs rotor against the test control plane until the test ends.
-func startReplica(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...replicaOption) *replica {
-	t.Helper()
-	return startReplicaWith(t, env.Config, ns, clock, opts...)
-}
-
-// startReplicaWith runs rotor with its own rest.Config (a proxy, say).
-func startReplicaWith(t *testing.T, apiConfig *rest.Config, ns string, clock *clocktesting.FakeClock, opts ...replicaOption) *replica {
-	t.Helper()
-	o := server.DefaultOptions()
-	o.Namespace = ns
-	o.ListenAddress = "127.0.0.1:0"
-	o.MetricsAddress, o.ProbeAddress = "0", "0"
-	o.InsecureHTTP = true
-	o.IssuerURL = "http://issuer.test" // replaced below once the port is known
-	o.Clock = clock
-	o.LeaderElect = false
-	for _, opt := range opts {
-		opt(&o)
-	}
-	logs := &syncBuffer{}
-	log := zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-10)))
-	counter := &requestCounter{}
-	cfg := rest.CopyConfig(apiConfig)
-	cfg.WrapTransport = counter.wrap
-
-	// The issuer URL must be what clients dial, so pick the port first.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	o.ListenAddress = addr
-	o.IssuerURL = "http://" + addr
-	srv, err := server.New(cfg, o, log)
-	if err != nil {
-		t.Fatalf("creating server: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+// start runs the replica until it is stopped or crashed, or the test ends.
+func (r *replica) start() {
+	r.started.Store(true)
 	go func() {
-		defer close(done)
-		if err := srv.Start(ctx); err != nil {
-			t.Errorf("server stopped: %v", err)
+		defer close(r.done)
+		if err := r.Server.Start(r.ctx); err != nil && !r.crashed.Load() {
+			r.t.Errorf("server stopped: %v", err)
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
-	r := &replica{URL: o.IssuerURL, Clock: clock, Logs: logs, Requests: counter, Server: srv}
-	deadline := time.Now().Add(30 * time.Second)
-	for !r.ready() {
-		if time.Now().After(deadline) {
-			t.Fatalf("replica not ready after 30s; logs:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return r
 }
 
 func (r *replica) ready() bool {
 	_, ok := r.Server.Keys.Active()
 	return ok && r.Server.Accounts.ReadyCheck(nil) == nil && r.Server.Evictor.Synced()
+}
+
+func (r *replica) waitReady() {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !r.ready() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("replica not ready after 30s; logs:\n%s", r.Logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop cancels the replica's context and waits for Start to return.
+func (r *replica) stop() {
+	r.once.Do(func() {
+		r.cancel()
+		if !r.started.Load() {
+			return
+		}
+		select {
+		case <-r.done:
+		case <-time.After(30 * time.Second):
+			r.t.Errorf("replica did not stop within 30s")
+		}
+	})
+}
+
+// crash cuts the replica off from the API server, then stops it: it cannot
+// release its Lease, as a replica whose node died would not.
+func (r *replica) crash() {
+	r.crashed.Store(true)
+	r.cut.Store(true)
+	r.stop()
+}
+
+// afterSessionRead runs f once, right after this replica's next read of
+// a RefreshToken by name has been answered and before the answer is used.
+// The channel is closed once f has returned.
+func (r *replica) afterSessionRead(f func()) <-chan struct{} {
+	ran := make(chan struct{})
+	hook := func() { defer close(ran); f() }
+	r.hook.Store(&hook)
+	return ran
+}
+
+func (r *replica) elected() bool {
+	select {
+	case <-r.Server.Manager.Elected():
+		return true
+	default:
+		return false
+	}
+}
+
+// readyz is the status of GET /readyz, 0 when the probe cannot be reached.
+func (r *replica) readyz() int {
+	resp, err := http.Get(r.ProbeURL + "/readyz")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
+}
+
+// activeKID is the kid of the key the replica signs with, "" for none.
+func (r *replica) activeKID() string {
+	k, ok := r.Server.Keys.Active()
+	if !ok {
+		return ""
+	}
+	return k.KID
 }
 
 // createAccount applies the manifest `rotor account create` prints.
@@ -196,7 +354,9 @@ func post(t testing.TB, endpoint string, form url.Values) *tokenReply {
 
 func (r *replica) login(t testing.TB, username, password string) *tokenReply {
 	t.Helper()
-	return post(t, r.URL+"/token", url.Values{"grant_type": {"password"}, "username": {username}, "password": {password}})
+	return post(t, r.URL+"/token", url.Values{
+		"grant_type": {"password"}, "username": {username}, "password": {password},
+	})
 }
 
 func (r *replica) refresh(t testing.TB, refreshToken string) *tokenReply {

@@ -18,7 +18,7 @@ import (
 	"rotor.dev/rotor/pkg/workload"
 )
 
-// Config is the issuer's behaviour.
+// Config is the issuer's behavior.
 type Config struct {
 	// URL is the issuer identifier: the iss claim and the base of every
 	// endpoint in discovery. It must be what clients dial.

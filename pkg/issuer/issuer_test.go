@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
-	"rotor.dev/rotor/pkg/server"
 )
 
 func newClock() *clocktesting.FakeClock {
@@ -52,7 +51,8 @@ func TestTwoDevicesRefreshIndependently(t *testing.T) {
 	laptop2 := r.refresh(t, laptop.RefreshToken)
 	g.Expect(laptop2.Status).To(Equal(http.StatusOK))
 	g.Expect(laptop2.RefreshToken).NotTo(Equal(laptop.RefreshToken))
-	g.Expect(sessionName(laptop2.RefreshToken)).To(Equal(sessionName(laptop.RefreshToken)), "a refresh rotates the session in place")
+	g.Expect(sessionName(laptop2.RefreshToken)).To(Equal(sessionName(laptop.RefreshToken)),
+		"a refresh rotates the session in place")
 
 	phone2 := r.refresh(t, phone.RefreshToken)
 	g.Expect(phone2.Status).To(Equal(http.StatusOK))
@@ -66,7 +66,10 @@ func TestTwoDevicesRefreshIndependently(t *testing.T) {
 	for _, s := range items {
 		rotations[s.Name] = s.Spec.Rotations
 	}
-	g.Expect(rotations).To(Equal(map[string]int64{sessionName(laptop.RefreshToken): 2, sessionName(phone.RefreshToken): 1}))
+	g.Expect(rotations).To(Equal(map[string]int64{
+		sessionName(laptop.RefreshToken): 2,
+		sessionName(phone.RefreshToken):  1,
+	}))
 
 	// The phone's session is untouched by the laptop's replay below.
 	r.Clock.Step(time.Minute)
@@ -91,7 +94,7 @@ func TestReuseOfARotatedTokenRevokesTheSession(t *testing.T) {
 		r.Clock.Step(2 * time.Second)
 		g.Expect(r.refresh(t, first.RefreshToken).Error).To(Equal("invalid_grant"))
 		rt := &identityv1alpha1.RefreshToken{}
-		g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: sessionName(first.RefreshToken)}, rt)).To(Succeed())
+		g.Expect(env.Client.Get(context.Background(), keyOf(ns, sessionName(first.RefreshToken)), rt)).To(Succeed())
 		g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionActive))
 	})
 
@@ -101,7 +104,7 @@ func TestReuseOfARotatedTokenRevokesTheSession(t *testing.T) {
 	g.Expect(replay.Error).To(Equal("invalid_grant"))
 
 	rt := &identityv1alpha1.RefreshToken{}
-	g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: sessionName(first.RefreshToken)}, rt)).To(Succeed())
+	g.Expect(env.Client.Get(context.Background(), keyOf(ns, sessionName(first.RefreshToken)), rt)).To(Succeed())
 	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
 	g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationReuse))
 	// The thief cannot be told from the owner: the current token dies too.
@@ -121,7 +124,7 @@ func TestConcurrentRefreshesOfOneToken(t *testing.T) {
 			g := NewWithT(t)
 			ns := env.Namespace(t)
 			createAccount(t, ns, "carol", "pw-carol-123")
-			r := startReplica(t, ns, newClock(), func(o *server.Options) { o.RefreshReuseGrace = tt.grace })
+			r := startReplica(t, ns, newClock(), func(o *replicaOptions) { o.RefreshReuseGrace = tt.grace })
 			login := r.login(t, "carol", "pw-carol-123")
 			g.Expect(login.Status).To(Equal(http.StatusOK))
 
@@ -181,9 +184,9 @@ func TestASecondReplicaRefusesATokenRotatedByTheFirst(t *testing.T) {
 
 	clock.Step(time.Minute)
 	g.Expect(b.refresh(t, warm.RefreshToken).Error).To(Equal("invalid_grant"))
-	// The token a handed out is honoured by b, whatever b had cached.
+	// The token a handed out is honored by b, whatever b had cached.
 	rec := &identityv1alpha1.RefreshToken{}
-	g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: sessionName(login.RefreshToken)}, rec)).To(Succeed())
+	g.Expect(env.Client.Get(context.Background(), keyOf(ns, sessionName(login.RefreshToken)), rec)).To(Succeed())
 	g.Expect(rec.Spec.State).To(Equal(identityv1alpha1.SessionRevoked), "the replay on b revoked the session")
 }
 
@@ -218,7 +221,8 @@ func TestRevokeEndpoint(t *testing.T) {
 
 	// RFC 7009: unknown and already revoked tokens are answered 200 too.
 	g.Expect(post(t, r.URL+"/revoke", url.Values{"token": {login.RefreshToken}}).Status).To(Equal(http.StatusOK))
-	g.Expect(post(t, r.URL+"/revoke", url.Values{"token": {"rt-aaaaaaaaaaaaaaaaaaaaaaaaaa.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}).Status).To(Equal(http.StatusOK))
+	unknown := "rt-aaaaaaaaaaaaaaaaaaaaaaaaaa.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	g.Expect(post(t, r.URL+"/revoke", url.Values{"token": {unknown}}).Status).To(Equal(http.StatusOK))
 	g.Expect(post(t, r.URL+"/revoke", url.Values{"token": {"garbage"}}).Status).To(Equal(http.StatusOK))
 }
 
@@ -255,7 +259,7 @@ func TestExpiredAccessTokenGets401WithBearerChallenge(t *testing.T) {
 }
 
 func TestSessionExpiry(t *testing.T) {
-	opts := func(o *server.Options) {
+	opts := func(o *replicaOptions) {
 		o.RefreshTokenTTL = time.Hour
 		o.SessionMaxLifetime = 3 * time.Hour
 	}
@@ -283,7 +287,8 @@ func TestSessionExpiry(t *testing.T) {
 			g.Expect(tok.Status).To(Equal(http.StatusOK))
 		}
 		s := sessionsOf(t, ns)[0]
-		g.Expect(s.Spec.ExpiresAt.Time).To(Equal(s.Spec.AbsoluteExpiresAt.Time), "the sliding expiry never passes the absolute one")
+		g.Expect(s.Spec.ExpiresAt.Time).To(Equal(s.Spec.AbsoluteExpiresAt.Time),
+			"the sliding expiry never passes the absolute one")
 		r.Clock.Step(5 * time.Minute)
 		g.Expect(r.refresh(t, tok.RefreshToken).Error).To(Equal("invalid_grant"))
 	})

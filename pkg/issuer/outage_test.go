@@ -9,8 +9,6 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-
-	"rotor.dev/rotor/pkg/server"
 )
 
 // outageClient refreshes its session in a loop and remembers the last
@@ -34,7 +32,7 @@ func TestAPIServerOutageMidLoad(t *testing.T) {
 	ns := env.Namespace(t)
 	createAccount(t, ns, "olga", "pw-olga-1234")
 	proxy, cfg := env.NewProxy(t, env.Config)
-	r := startReplicaWith(t, cfg, ns, newClock(), func(o *server.Options) { o.APITimeout = 2 * time.Second })
+	r := startReplica(t, ns, newClock(), throughAPI(cfg), func(o *replicaOptions) { o.APITimeout = 2 * time.Second })
 
 	const n = 8
 	clients := make([]*outageClient, n)
@@ -86,13 +84,15 @@ func TestAPIServerOutageMidLoad(t *testing.T) {
 	for i, c := range clients {
 		g.Expect(c.statuses).To(HaveKey(http.StatusOK), "client %d", i)
 		for status := range c.statuses {
-			g.Expect(status).To(BeElementOf(http.StatusOK, http.StatusServiceUnavailable), "client %d: only 200 and 503, never 500", i)
+			g.Expect(status).To(BeElementOf(http.StatusOK, http.StatusServiceUnavailable),
+				"client %d: only 200 and 503, never 500", i)
 		}
 		for code := range c.codes {
 			g.Expect(code).To(BeElementOf("", "temporarily_unavailable"), "client %d", i)
 		}
 		unavailable += c.statuses[http.StatusServiceUnavailable]
-		g.Expect(c.slowest).To(BeNumerically("<", 10*time.Second), "client %d: bounded by --api-timeout, never a hang", i)
+		g.Expect(c.slowest).To(BeNumerically("<", 10*time.Second),
+			"client %d: bounded by --api-timeout, never a hang", i)
 	}
 	g.Expect(unavailable).To(BeNumerically(">", 0), "the outage was seen")
 
