@@ -10,6 +10,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	eventsv1 "k8s.io/api/events/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -89,10 +90,12 @@ func TestReuseOfARotatedTokenRevokesTheSession(t *testing.T) {
 	second := r.refresh(t, first.RefreshToken)
 	g.Expect(second.Status).To(Equal(http.StatusOK))
 
-	t.Run("within the grace period a replay is refused and the session kept", func(t *testing.T) {
+	t.Run("within the grace period a replay gets the same successor and the session is kept", func(t *testing.T) {
 		g := NewWithT(t)
 		r.Clock.Step(2 * time.Second)
-		g.Expect(r.refresh(t, first.RefreshToken).Error).To(Equal("invalid_grant"))
+		again := r.refresh(t, first.RefreshToken)
+		g.Expect(again.Status).To(Equal(http.StatusOK))
+		g.Expect(again.RefreshToken).To(Equal(second.RefreshToken))
 		rt := &identityv1alpha1.RefreshToken{}
 		g.Expect(env.Client.Get(context.Background(), keyOf(ns, sessionName(first.RefreshToken)), rt)).To(Succeed())
 		g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionActive))
@@ -113,12 +116,15 @@ func TestReuseOfARotatedTokenRevokesTheSession(t *testing.T) {
 
 func TestConcurrentRefreshesOfOneToken(t *testing.T) {
 	for _, tt := range []struct {
-		name        string
-		grace       time.Duration
+		name  string
+		grace time.Duration
+		// winners is how many of the 50 refreshes succeed; they all hold
+		// the same successor.
+		winners     int
 		winnerWorks bool
 	}{
-		{"with the default grace the winner's token keeps working", 5 * time.Second, true},
-		{"with grace 0 the losers' replays revoke the session", 0, false},
+		{"with the default grace every racer gets the same successor, which keeps working", 5 * time.Second, 50, true},
+		{"with grace 0 one wins and the losers' replays revoke the session", 0, 1, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
@@ -127,35 +133,48 @@ func TestConcurrentRefreshesOfOneToken(t *testing.T) {
 			r := startReplica(t, ns, newClock(), func(o *replicaOptions) { o.RefreshReuseGrace = tt.grace })
 			login := r.login(t, "carol", "pw-carol-123")
 			g.Expect(login.Status).To(Equal(http.StatusOK))
+			writesBefore := r.Requests.writes.Load()
 
 			const n = 50
 			replies := make([]*tokenReply, n)
 			var wg sync.WaitGroup
 			start := make(chan struct{})
 			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					<-start
 					replies[i] = r.refresh(t, login.RefreshToken)
-				}()
+				})
 			}
 			close(start)
 			wg.Wait()
 
-			var winners []*tokenReply
+			successors := map[string]bool{}
 			for _, rep := range replies {
 				if rep.Status == http.StatusOK {
-					winners = append(winners, rep)
+					successors[rep.RefreshToken] = true
 				} else {
 					g.Expect(rep.Status).To(Equal(http.StatusBadRequest))
 					g.Expect(rep.Error).To(Equal("invalid_grant"))
 				}
 			}
-			g.Expect(winners).To(HaveLen(1), "exactly one refresh wins")
+			g.Expect(len(successors)).To(Equal(1), "one successor, never a fork")
+			won := 0
+			for _, rep := range replies {
+				if rep.Status == http.StatusOK {
+					won++
+				}
+			}
+			g.Expect(won).To(Equal(tt.winners))
 			g.Expect(sessionsOf(t, ns)).To(HaveLen(1), "the session is never forked")
+			if tt.grace > 0 {
+				g.Expect(r.Requests.writes.Load()-writesBefore).To(Equal(int64(1)), "one rotation written for 50 racers")
+			}
 
-			next := r.refresh(t, winners[0].RefreshToken)
+			var winner string
+			for tok := range successors {
+				winner = tok
+			}
+			next := r.refresh(t, winner)
 			if tt.winnerWorks {
 				g.Expect(next.Status).To(Equal(http.StatusOK))
 			} else {
@@ -164,6 +183,61 @@ func TestConcurrentRefreshesOfOneToken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A thief who refreshes a stolen token first used to leave the owner
+// refused (race_lost) with nothing recorded, and keep a live session. Now
+// both hold the one successor, and whoever uses it second after the grace
+// is a replay that ends the session.
+func TestAThiefAndTheOwnerEndUpHoldingOneToken(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	createAccount(t, ns, "oscar", "pw-oscar-123")
+	clock := newClock()
+	r := startReplica(t, ns, clock)
+	stolen := r.login(t, "oscar", "pw-oscar-123").RefreshToken
+
+	thief := r.refresh(t, stolen)
+	g.Expect(thief.Status).To(Equal(http.StatusOK))
+	clock.Step(2 * time.Second)
+	owner := r.refresh(t, stolen)
+	g.Expect(owner.Status).To(Equal(http.StatusOK), "the owner, within the grace: %s", owner.Error)
+	g.Expect(owner.RefreshToken).To(Equal(thief.RefreshToken), "the same successor")
+
+	// The thief refreshes again; the owner's next refresh, after the grace,
+	// is a replay: the session ends for both.
+	clock.Step(time.Minute)
+	g.Expect(r.refresh(t, thief.RefreshToken).Status).To(Equal(http.StatusOK))
+	clock.Step(time.Minute)
+	g.Expect(r.refresh(t, owner.RefreshToken).Error).To(Equal("invalid_grant"))
+	rt := sessionsOf(t, ns)[0]
+	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
+	g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationReuse))
+}
+
+// On a replica that did not make the rotation, a second use within the
+// grace is still refused, but no longer silently.
+func TestARaceLostOnAnotherReplicaIsRecordedOnTheSession(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	createAccount(t, ns, "pat", "pw-pat-123")
+	clock := newClock()
+	a := startReplica(t, ns, clock)
+	b := startReplica(t, ns, clock)
+	login := a.login(t, "pat", "pw-pat-123").RefreshToken
+	g.Expect(a.refresh(t, login).Status).To(Equal(http.StatusOK))
+	clock.Step(time.Second)
+	g.Expect(b.refresh(t, login).Error).To(Equal("invalid_grant"))
+	g.Expect(sessionsOf(t, ns)[0].Spec.State).To(Equal(identityv1alpha1.SessionActive), "within the grace the session is kept")
+	g.Eventually(func(g Gomega) {
+		var list eventsv1.EventList
+		g.Expect(env.Client.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
+		var reasons []string
+		for _, e := range list.Items {
+			reasons = append(reasons, e.Reason)
+		}
+		g.Expect(reasons).To(ContainElement("RefreshTokenRaceLost"))
+	}).Should(Succeed())
 }
 
 func TestASecondReplicaRefusesATokenRotatedByTheFirst(t *testing.T) {

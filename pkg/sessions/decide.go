@@ -24,6 +24,10 @@ type attempt struct {
 	// Pending is a rotation this replica wrote for the session whose
 	// answer was lost, if any.
 	Pending *pendingRotation
+	// Successor is the last rotation this replica made of the session, kept
+	// in memory for the reuse grace only: a client racing itself within the
+	// grace gets the same successor instead of a refusal.
+	Successor *pendingRotation
 	// ReuseGrace is Config.ReuseGrace.
 	ReuseGrace time.Duration
 	Now        time.Time
@@ -41,6 +45,9 @@ const (
 	// handOutPending gives the client the token of a rotation this replica
 	// stored but could not answer, without another write.
 	handOutPending
+	// handOutSuccessor gives a use within the reuse grace the successor
+	// this replica handed out for the same token, without a write.
+	handOutSuccessor
 	// revokeReplay ends the session: a rotated token was presented again.
 	revokeReplay
 	// reread decides again from the API server: the cached copy may be
@@ -56,6 +63,8 @@ func (o outcome) String() string {
 		return "rotate"
 	case handOutPending:
 		return "hand out pending rotation"
+	case handOutSuccessor:
+		return "hand out the successor again"
 	case revokeReplay:
 		return "revoke as replay"
 	case reread:
@@ -69,6 +78,11 @@ func (o outcome) String() string {
 type decision struct {
 	Outcome outcome
 	Reason  Reason
+}
+
+// succeeds reports whether p rotated the presented hash into the stored one.
+func (p *pendingRotation) succeeds(presented, stored string) bool {
+	return p != nil && hashEqual(p.from, presented) && hashEqual(p.to, stored)
 }
 
 // decide judges a refresh token against its session. It is pure: the
@@ -94,12 +108,22 @@ func decide(a attempt) decision {
 		}
 		return decision{Outcome: rotate}
 	case s.PreviousSecretHash != "" && hashEqual(a.Hash, s.PreviousSecretHash):
-		if p := a.Pending; p != nil && hashEqual(p.from, a.Hash) && hashEqual(p.to, s.SecretHash) {
+		if p := a.Pending; p.succeeds(a.Hash, s.SecretHash) {
 			// This replica's own rotation landed but the client never saw it.
 			return decision{Outcome: handOutPending}
 		}
 		if a.Now.Sub(s.LastUsedAt.Time) < a.ReuseGrace {
-			// Most likely the client racing itself: refuse, keep the session.
+			if a.ClientID != "" && a.ClientID != s.ClientID {
+				return decision{Outcome: refuse, Reason: ReasonClientMismatch}
+			}
+			if a.Successor.succeeds(a.Hash, s.SecretHash) {
+				// Two uses of one token within the grace (a client racing
+				// itself, or a thief racing the owner) hold the same
+				// successor, so the next use by either after the grace is
+				// detected as a replay.
+				return decision{Outcome: handOutSuccessor}
+			}
+			// Another replica rotated: refuse, keep the session.
 			return decision{Outcome: refuse, Reason: ReasonRaceLost}
 		}
 		return decision{Outcome: revokeReplay, Reason: ReasonReuse}

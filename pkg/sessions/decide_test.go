@@ -50,6 +50,10 @@ var lostAnswer = &pendingRotation{from: previousHash, to: currentHash, secret: "
 
 const grace = 5 * time.Second
 
+// firstUse is the successor this replica handed out when it rotated
+// previousHash into currentHash.
+var firstUse = &pendingRotation{from: previousHash, to: currentHash, secret: "the-successor"}
+
 func TestDecide(t *testing.T) {
 	refused := func(r Reason) decision { return decision{Outcome: refuse, Reason: r} }
 	cases := map[string]struct {
@@ -165,6 +169,28 @@ func TestDecide(t *testing.T) {
 				ReuseGrace: 0, Now: t0.Add(time.Minute)},
 			decision{Outcome: revokeReplay, Reason: ReasonReuse},
 		},
+		"a second use of the token within the grace on the replica that rotated it gets the same successor": {
+			attempt{Session: session(), Fresh: false, Hash: previousHash, Successor: firstUse, ReuseGrace: grace, Now: t0.Add(grace - time.Second)},
+			decision{Outcome: handOutSuccessor},
+		},
+		"a second use after the grace is revoked as reuse although the successor is remembered": {
+			attempt{Session: session(), Fresh: false, Hash: previousHash, Successor: firstUse, ReuseGrace: grace, Now: t0.Add(grace)},
+			decision{Outcome: revokeReplay, Reason: ReasonReuse},
+		},
+		"a second use within the grace from another client gets no successor": {
+			attempt{Session: session(), Fresh: true, Hash: previousHash, ClientID: "other", Successor: firstUse, ReuseGrace: grace, Now: t0},
+			refused(ReasonClientMismatch),
+		},
+		"a successor that is no longer the stored one is not handed out: another rotation happened since": {
+			attempt{Session: session(func(s *identityv1alpha1.RefreshTokenSpec) {
+				s.PreviousSecretHash, s.SecretHash = currentHash, laterHash
+			}), Fresh: true, Hash: previousHash, Successor: firstUse, ReuseGrace: grace, Now: t0},
+			refused(ReasonMismatch),
+		},
+		"with grace 0 a remembered successor changes nothing: the replay is revoked": {
+			attempt{Session: session(), Fresh: true, Hash: previousHash, Successor: firstUse, ReuseGrace: 0, Now: t0},
+			decision{Outcome: revokeReplay, Reason: ReasonReuse},
+		},
 		"a secret that is neither current nor previous, read fresh, is a mismatch": {
 			attempt{Session: session(), Fresh: true, Hash: strangerHash, Now: t0.Add(time.Minute)},
 			refused(ReasonMismatch),
@@ -198,7 +224,7 @@ func TestDecide(t *testing.T) {
 		outcomes[c.want.Outcome] = true
 		reasons[c.want.Reason] = true
 	}
-	for _, o := range []outcome{refuse, rotate, handOutPending, revokeReplay, reread} {
+	for _, o := range []outcome{refuse, rotate, handOutPending, handOutSuccessor, revokeReplay, reread} {
 		if !outcomes[o] {
 			t.Errorf("no case decides %s", o)
 		}

@@ -17,6 +17,16 @@ var (
 		Help: "Replays of rotated refresh tokens that revoked their session.",
 	})
 
+	successorsHandedOut = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rotor_refresh_token_successor_reissued_total",
+		Help: "Second uses of a refresh token within the reuse grace that got the same successor as the first.",
+	})
+
+	raceLostRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rotor_refresh_token_race_lost_total",
+		Help: "Second uses of a refresh token within the reuse grace refused because another replica rotated it (the session is kept).",
+	})
+
 	sessionsRevoked = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rotor_sessions_revoked_total",
 		Help: "Sessions revoked by the issuer, by revocation reason (Revoked, Reuse, AccountDisabled).",
@@ -24,7 +34,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(cacheLookups, reuseDetected, sessionsRevoked)
+	metrics.Registry.MustRegister(cacheLookups, reuseDetected, successorsHandedOut, raceLostRefused, sessionsRevoked)
 }
 
 func observeCache(hit bool) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +41,7 @@ const (
 const (
 	ReasonReuseDetected    = "RefreshTokenReuse"
 	ReasonRevokedAtRefresh = "RefreshTokenRevoked"
+	ReasonRaceLostRefused  = "RefreshTokenRaceLost"
 )
 
 // Reason says why a refresh token was refused. Every reason is an OAuth
@@ -139,11 +141,22 @@ type Store struct {
 	// never saw the new token and will present the old one again: it gets
 	// the stored new token instead of being treated as a replay.
 	pending *lru.Cache[string, pendingRotation]
+	// successors keeps the last rotation of each session for the reuse
+	// grace (in memory only, never stored), so that a second use of one
+	// token within the grace gets the same successor. Nil when the grace is
+	// zero.
+	successors *expirable.LRU[string, pendingRotation]
 }
 
+// pendingRotation is a rotation this replica made: from the presented
+// secret's hash to the stored one, and the new secret itself.
 type pendingRotation struct {
 	from, to, secret string
 }
+
+// maxSuccessors bounds the successors kept for the grace: at a few hundred
+// refreshes a second and a grace of seconds, a few thousand are live.
+const maxSuccessors = 16384
 
 // NewStore returns a Store that talks to the API server through c, which
 // must not be a cached client.
@@ -165,7 +178,13 @@ func NewStore(c client.Client, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{cfg: cfg, client: c, cache: cache, seed: maphash.MakeSeed(), pending: pending}, nil
+	st := &Store{cfg: cfg, client: c, cache: cache, seed: maphash.MakeSeed(), pending: pending}
+	if cfg.ReuseGrace > 0 {
+		// The TTL only bounds how long a secret stays in memory; whether a
+		// successor may be handed out is decided by the store's clock.
+		st.successors = expirable.NewLRU[string, pendingRotation](maxSuccessors, nil, cfg.ReuseGrace+time.Second)
+	}
+	return st, nil
 }
 
 func (s *Store) lock(name string) func() {
@@ -257,6 +276,11 @@ func (s *Store) redeem(ctx context.Context, rt *identityv1alpha1.RefreshToken, f
 		if p, ok := s.pending.Peek(rt.Name); ok {
 			a.Pending = &p
 		}
+		if s.successors != nil {
+			if p, ok := s.successors.Peek(rt.Name); ok {
+				a.Successor = &p
+			}
+		}
 	}
 	d := decide(a)
 	switch d.Outcome {
@@ -273,6 +297,9 @@ func (s *Store) redeem(ctx context.Context, rt *identityv1alpha1.RefreshToken, f
 			return "", nil, s.writeError("rotating session "+rt.Name, err)
 		}
 		s.pending.Remove(rt.Name)
+		if s.successors != nil {
+			s.successors.Add(rt.Name, pendingRotation{from: hash, to: next.Spec.SecretHash, secret: secret})
+		}
 		return formatToken(rt.Name, secret), next, nil
 	case handOutPending:
 		if err := s.runPrepare(ctx, rt, prepare, now); err != nil {
@@ -280,6 +307,12 @@ func (s *Store) redeem(ctx context.Context, rt *identityv1alpha1.RefreshToken, f
 		}
 		s.pending.Remove(rt.Name)
 		return formatToken(rt.Name, a.Pending.secret), rt, nil
+	case handOutSuccessor:
+		if err := s.runPrepare(ctx, rt, prepare, now); err != nil {
+			return "", nil, err
+		}
+		successorsHandedOut.Inc()
+		return formatToken(rt.Name, a.Successor.secret), rt, nil
 	case revokeReplay:
 		if err := s.revoke(ctx, rt, identityv1alpha1.RevocationReuse, now); err != nil {
 			return "", nil, s.writeError("revoking replayed session "+rt.Name, err)
@@ -289,6 +322,13 @@ func (s *Store) redeem(ctx context.Context, rt *identityv1alpha1.RefreshToken, f
 		return "", nil, refused(d.Reason)
 	case reread:
 		return "", nil, errStale
+	}
+	if d.Reason == ReasonRaceLost {
+		// Refused without revoking: maybe the owner racing a thief. Leave a
+		// trace on the session for whoever investigates.
+		raceLostRefused.Inc()
+		s.event(rt, corev1.EventTypeWarning, ReasonRaceLostRefused,
+			"a rotated refresh token was presented again within the reuse grace and refused; the session is kept")
 	}
 	return "", nil, refused(d.Reason)
 }
