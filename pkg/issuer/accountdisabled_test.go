@@ -172,3 +172,35 @@ func eventsAbout(g Gomega, ns, name string) []eventsv1.Event {
 	}
 	return about
 }
+
+// A group removed from an account is gone from the next access token: the
+// groups come from the account at every refresh, not from the session.
+func TestARefreshCarriesTheAccountsGroupsOfNow(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	r := startReplica(t, ns, newClock())
+	createAccount(t, ns, "gina", "pw-gina-12345", "dev", "ops")
+	waitForAccount(g, r, "gina")
+	login := r.login(t, "gina", "pw-gina-12345")
+	g.Expect(login.Status).To(Equal(http.StatusOK))
+	_, _, claims := r.userinfo(t, login.AccessToken)
+	g.Expect(claims).To(HaveKeyWithValue("groups", ConsistOf("dev", "ops")))
+
+	secret := &corev1.Secret{}
+	g.Expect(env.Client.Get(context.Background(), keyOf(ns, accounts.SecretName("gina")), secret)).To(Succeed())
+	secret.Data[accounts.KeyGroups] = []byte("dev")
+	g.Expect(env.Client.Update(context.Background(), secret)).To(Succeed())
+	g.Eventually(func() []string {
+		a, _ := r.Server.Accounts.Lookup("gina")
+		return a.Groups
+	}).Should(Equal([]string{"dev"}))
+
+	writes := r.Requests.writes.Load()
+	reads := r.Requests.reads.Load()
+	refreshed := r.refresh(t, login.RefreshToken)
+	g.Expect(refreshed.Status).To(Equal(http.StatusOK))
+	_, _, claims = r.userinfo(t, refreshed.AccessToken)
+	g.Expect(claims).To(HaveKeyWithValue("groups", ConsistOf("dev")), "ops was removed in Kubernetes")
+	g.Expect(r.Requests.writes.Load()-writes).To(Equal(int64(1)), "still one write per refresh")
+	g.Expect(r.Requests.reads.Load()-reads).To(BeZero(), "and no read: the account comes from the informer")
+}

@@ -242,3 +242,28 @@ func TestIntrospection(t *testing.T) {
 	status, _ = introspect(t, r, serviceAccountToken(t, ns, "other", "rotor"), login.AccessToken)
 	g.Expect(status).To(Equal(http.StatusForbidden), "a caller outside the policy")
 }
+
+// A workload session used to refresh for 30 days after its ServiceAccount
+// was deleted, although the token it was exchanged for lived minutes.
+func TestAWorkloadSessionEndsWhenTheExchangedTokenDoes(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	r := startReplica(t, ns, newClock(), allowExchange(ns+"/worker"))
+	subject := serviceAccountToken(t, ns, "worker", "rotor") // expires in 600s
+	var claims jwt.RegisteredClaims
+	_, _, err := jwt.NewParser().ParseUnverified(subject, &claims)
+	g.Expect(err).NotTo(HaveOccurred())
+	reply := exchange(t, r, subject)
+	g.Expect(reply.Status).To(Equal(http.StatusOK), "%+v", reply)
+	rt, err := session(t, ns, reply.RefreshToken)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(rt.Spec.AbsoluteExpiresAt.Time).To(BeTemporally("==", claims.ExpiresAt.Time),
+		"not the 30 days of --session-max-lifetime: a deleted ServiceAccount cannot refresh past its token")
+
+	clock := r.Clock
+	clock.SetTime(claims.ExpiresAt.Add(-time.Minute))
+	next := r.refresh(t, reply.RefreshToken)
+	g.Expect(next.Status).To(Equal(http.StatusOK), "before the token's expiry")
+	clock.SetTime(claims.ExpiresAt.Time)
+	g.Expect(r.refresh(t, next.RefreshToken).Error).To(Equal("invalid_grant"), "at the token's expiry: exchange again")
+}

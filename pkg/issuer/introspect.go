@@ -104,7 +104,7 @@ func (i *Issuer) introspectRefresh(w http.ResponseWriter, r *http.Request, token
 	s := &rt.Spec
 	// What a refresh would re-check, without its consequences: a token whose
 	// account is gone is inactive even before a refresh revokes it.
-	if i.recheck(s) != nil {
+	if _, err := i.recheck(s); err != nil {
 		writeJSON(w, http.StatusOK, inactive)
 		return
 	}

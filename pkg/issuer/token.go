@@ -127,11 +127,11 @@ func (i *Issuer) refreshGrant(r *http.Request, f form) (*tokenResponse, *oauthEr
 	// The access token is minted from the session before the rotation is
 	// written, so a stored rotation always comes with tokens to hand out.
 	prepare := func(s *v1alpha1.RefreshTokenSpec) error {
-		if err := i.recheck(s); err != nil {
+		groups, err := i.recheck(s)
+		if err != nil {
 			return err
 		}
-		var err error
-		access, _, err = i.minter.Mint(tokens.Subject{Subject: s.Subject, ClientID: s.ClientID, Audience: s.Audience, Groups: s.Groups})
+		access, _, err = i.minter.Mint(tokens.Subject{Subject: s.Subject, ClientID: s.ClientID, Audience: s.Audience, Groups: groups})
 		return err
 	}
 	// client_id, when sent, must be the session's (RFC 6749 section 6).
@@ -146,28 +146,30 @@ func (i *Issuer) refreshGrant(r *http.Request, f form) (*tokenResponse, *oauthEr
 	return i.response(access, refresh), nil
 }
 
-// recheck checks at refresh time what login checked: the account exists
-// and is enabled, or the ServiceAccount may still exchange. A disabled or
-// deleted account ends the session for good (*sessions.RevokeError); a
-// ServiceAccount outside the policy is only refused, since the policy can
-// allow it again.
-func (i *Issuer) recheck(s *v1alpha1.RefreshTokenSpec) error {
+// recheck checks at refresh time what login checked, and returns the groups
+// the access token carries: for an account, its groups now (a group removed
+// in Kubernetes is gone at the next refresh, read from the informer cache
+// without an API request); for a ServiceAccount, those its TokenReview gave,
+// which follow from its name. A disabled or deleted account ends the session
+// for good (*sessions.RevokeError); a ServiceAccount outside the policy is
+// only refused, since the policy can allow it again.
+func (i *Issuer) recheck(s *v1alpha1.RefreshTokenSpec) ([]string, error) {
 	switch s.Method {
 	case v1alpha1.AuthMethodPassword:
-		if _, ok := i.accounts.Lookup(s.Subject); ok {
-			return nil
+		if acct, ok := i.accounts.Lookup(s.Subject); ok {
+			return acct.Groups, nil
 		}
 		if !i.accountsSynced() {
 			// A cache still loading proves nothing about the account.
-			return sessions.Refused(sessions.ReasonNotAllowed)
+			return nil, sessions.Refused(sessions.ReasonNotAllowed)
 		}
-		return &sessions.RevokeError{Reason: v1alpha1.RevocationAccountDisabled}
+		return nil, &sessions.RevokeError{Reason: v1alpha1.RevocationAccountDisabled}
 	case v1alpha1.AuthMethodServiceAccount:
 		if ns, name, ok := workload.SubjectFromUsername(s.Subject); ok && i.cfg.ExchangePolicy.Allows(ns, name) {
-			return nil
+			return s.Groups, nil
 		}
 	}
-	return sessions.Refused(sessions.ReasonNotAllowed)
+	return nil, sessions.Refused(sessions.ReasonNotAllowed)
 }
 
 // accountsSynced reports whether the account cache has loaded, when the
@@ -221,8 +223,12 @@ func (i *Issuer) exchangeGrant(r *http.Request, f form) (*tokenResponse, *oauthE
 	if err != nil {
 		return nil, i.internal(r, "minting access token", err)
 	}
+	// The session ends when the exchanged token does: a deleted
+	// ServiceAccount or pod cannot refresh past it, and the workload, which
+	// re-reads its projected token, exchanges again.
 	refresh, _, err := i.sessions.Create(r.Context(), sessions.Grant{
 		Subject: id.Username, Groups: id.Groups, ClientID: clientID, Audience: aud, Method: v1alpha1.AuthMethodServiceAccount,
+		NotAfter: id.ExpiresAt,
 	})
 	if err != nil {
 		return nil, i.internal(r, "creating session", err)

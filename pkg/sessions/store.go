@@ -112,6 +112,9 @@ type Grant struct {
 	ClientID string
 	Audience []string
 	Method   identityv1alpha1.AuthMethod
+	// NotAfter, when set, ends the session then at the latest: the expiry
+	// of the credential the session was exchanged for.
+	NotAfter time.Time
 }
 
 // The issuer reads, creates and conditionally updates sessions, watches
@@ -200,6 +203,9 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 	now := s.now()
 	secret, hash := newSecret()
 	abs := now.Add(s.cfg.MaxLifetime)
+	if !g.NotAfter.IsZero() {
+		abs = minTime(abs, g.NotAfter.Truncate(time.Second))
+	}
 	rt := &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.cfg.Namespace, Name: newName()},
 		Spec: identityv1alpha1.RefreshTokenSpec{

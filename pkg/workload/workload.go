@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/utils/clock"
@@ -37,6 +38,9 @@ type Identity struct {
 	// Username is system:serviceaccount:<namespace>:<name>.
 	Username string
 	Groups   []string
+	// ExpiresAt is the reviewed token's exp: what rotor may grant on its
+	// strength must not outlive it.
+	ExpiresAt time.Time
 }
 
 // Reviewer checks ServiceAccount tokens with the TokenReview API.
@@ -73,7 +77,23 @@ func (r *Reviewer) Review(ctx context.Context, token string) (Identity, error) {
 	if !ok {
 		return Identity{}, ErrNotAuthenticated
 	}
-	return Identity{Namespace: ns, Name: name, Username: st.User.Username, Groups: st.User.Groups}, nil
+	exp, ok := expiry(token)
+	if !ok {
+		// Tokens for an audience are bound tokens, which always expire; one
+		// that does not is not what rotor grants sessions on.
+		return Identity{}, ErrNotAuthenticated
+	}
+	return Identity{Namespace: ns, Name: name, Username: st.User.Username, Groups: st.User.Groups, ExpiresAt: exp}, nil
+}
+
+// expiry reads the exp claim of a token the API server has just accepted;
+// the signature was checked there, so it is not checked again here.
+func expiry(token string) (time.Time, bool) {
+	var claims jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil || claims.ExpiresAt == nil {
+		return time.Time{}, false
+	}
+	return claims.ExpiresAt.Time, true
 }
 
 // SubjectFromUsername parses system:serviceaccount:<ns>:<name>.
