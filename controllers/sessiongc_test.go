@@ -3,11 +3,16 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,7 +35,7 @@ func newGCFixture(t *testing.T, pageSize int64) *gcFixture {
 	ns := env.Namespace(t)
 	clock := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
 	store, err := sessions.NewStore(env.Client, sessions.Config{
-		Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 3 * time.Hour, CacheSize: 100, Clock: clock,
+		Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 3 * time.Hour, CacheSize: 100, Clock: clock, Timeout: 10 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -129,9 +134,11 @@ func TestSessionCollectorNeverDeletesASessionRefreshedMeanwhile(t *testing.T) {
 	g := NewWithT(t)
 	f := newGCFixture(t, 500)
 	token := f.login(t, "racer")
-	f.collector.index = map[string]gcEntry{}
-	_, err := f.collector.relist(context.Background())
+	// What the collector's Reflector does at start, without its watch.
+	list, err := f.collector.listWatch().ListWithContext(context.Background(), metav1.ListOptions{})
 	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(meta.LenList(list)).To(BeZero(), "the list goes to the index, not to the Reflector")
+	g.Expect(gcStore{f.collector}.Replace(nil, "")).To(Succeed())
 	g.Expect(f.collector.index).To(HaveLen(1))
 	var seen gcItem
 	for name, e := range f.collector.index {
@@ -150,6 +157,8 @@ func TestSessionCollectorNeverDeletesASessionRefreshedMeanwhile(t *testing.T) {
 func TestSessionCollectorClearsABacklogLargerThanAPage(t *testing.T) {
 	g := NewWithT(t)
 	f := newGCFixture(t, 10)
+	pages := &pageRecorder{Interface: f.collector.Metadata}
+	f.collector.Metadata = pages
 	for i := range 35 {
 		f.login(t, fmt.Sprintf("user-%02d", i))
 	}
@@ -157,9 +166,94 @@ func TestSessionCollectorClearsABacklogLargerThanAPage(t *testing.T) {
 	f.login(t, "live")
 	f.start(t)
 	g.Eventually(func(g Gomega) []string { return f.names(g) }, "20s").Should(ConsistOf("live"))
+	g.Expect(pages.lists.Load()).To(BeNumerically(">=", 4), "36 sessions in pages of 10")
+	g.Expect(pages.wide.Load()).To(BeZero(), "no list asked for more than a page")
 
-	meta, _ := metadata.NewForConfig(env.Config)
-	list, err := meta.Resource(sessions.GroupVersionResource).Namespace(f.ns).List(context.Background(), metav1.ListOptions{})
+	mc, _ := metadata.NewForConfig(env.Config)
+	list, err := mc.Resource(sessions.GroupVersionResource).Namespace(f.ns).List(context.Background(), metav1.ListOptions{})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(list.Items).To(HaveLen(1))
+}
+
+// pageRecorder counts the collector's list requests, and those asking for
+// more than a page of 10.
+type pageRecorder struct {
+	metadata.Interface
+	lists, wide atomic.Int32
+}
+
+func (p *pageRecorder) Resource(gvr schema.GroupVersionResource) metadata.Getter {
+	return pageGetter{p.Interface.Resource(gvr), p}
+}
+
+type pageGetter struct {
+	metadata.Getter
+	p *pageRecorder
+}
+
+func (g pageGetter) Namespace(ns string) metadata.ResourceInterface {
+	return pageResource{g.Getter.Namespace(ns), g.p}
+}
+
+type pageResource struct {
+	metadata.ResourceInterface
+	p *pageRecorder
+}
+
+func (r pageResource) List(ctx context.Context, opts metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
+	r.p.lists.Add(1)
+	if opts.Limit <= 0 || opts.Limit > 10 {
+		r.p.wide.Add(1)
+	}
+	return r.ResourceInterface.List(ctx, opts)
+}
+
+// BenchmarkSessionCollectorSync measures a collector's start: listing 2,000
+// sessions into its index (go test ./controllers -run '^$' -bench Sync).
+func BenchmarkSessionCollectorSync(b *testing.B) {
+	const sessionCount = 2000
+	ns := env.Namespace(b)
+	clock := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+	store, err := sessions.NewStore(env.Client, sessions.Config{
+		Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 3 * time.Hour, CacheSize: 100, Clock: clock, Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 8 {
+		wg.Go(func() {
+			for i := range work {
+				if _, _, err := store.Create(context.Background(), sessions.Grant{
+					Subject: fmt.Sprintf("user-%d", i), ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword,
+				}); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	}
+	for i := range sessionCount {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	mc, err := metadata.NewForConfig(env.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		c := &SessionCollector{Metadata: mc, Reader: env.Client, Namespace: ns, Clock: clock, RevokedRetention: time.Hour, Log: logr.Discard()}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.Start(ctx) }()
+		for tracked := 0; tracked < sessionCount; time.Sleep(time.Millisecond) {
+			c.mu.Lock()
+			tracked = len(c.index)
+			c.mu.Unlock()
+		}
+		cancel()
+		<-done
+	}
 }
