@@ -76,6 +76,7 @@ func (i *Issuer) revoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, oerr)
 		return
 	}
+	i.proveRevocation(r, token)
 	// Access tokens are short-lived JWTs and cannot be revoked one by one;
 	// RFC 7009 section 2.2 lets the server ignore them.
 	if err := i.sessions.Revoke(r.Context(), token); err != nil {
@@ -84,6 +85,25 @@ func (i *Issuer) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
+}
+
+// proveRevocation tells the rate limit whether a revocation proved
+// possession of something: a refresh token that would rotate now, or a valid
+// access token. Every other revocation (RFC 7009 answers 200 to all)
+// spends its address's budget. Lookup reads the session into the cache that
+// Revoke then reads, so this costs no API request of its own.
+func (i *Issuer) proveRevocation(r *http.Request, token string) {
+	a := admissionOf(r)
+	if a == nil {
+		return
+	}
+	if _, err := i.sessions.Lookup(r.Context(), token); err == nil {
+		a.prove()
+		return
+	}
+	if _, err := i.verifier.Verify(token); err == nil {
+		a.prove()
+	}
 }
 
 // userinfo is GET or POST /userinfo with a Bearer access token: the

@@ -7,9 +7,11 @@ package issuer
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
 
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/keys"
@@ -39,6 +41,17 @@ type Config struct {
 	ExchangePolicy workload.Policy
 	// IntrospectionPolicy says which ServiceAccounts may call /introspect.
 	IntrospectionPolicy workload.Policy
+	// UnauthenticatedBurst and UnauthenticatedPerSecond are each client
+	// address's budget of failed requests that could cost an API request
+	// before proving anything: refresh and exchange grants, revocations,
+	// introspections (see limit). A burst of 0 disables the limit.
+	UnauthenticatedBurst     int
+	UnauthenticatedPerSecond float64
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the
+	// client (see clientIP); empty trusts none.
+	TrustedProxies []netip.Prefix
+	// Clock refills the budgets; nil is the real clock.
+	Clock clock.PassiveClock
 }
 
 // Reviewer authenticates ServiceAccount tokens.
@@ -65,6 +78,9 @@ type Issuer struct {
 	exchange      Reviewer
 	introspectors Reviewer
 	log           logr.Logger
+	// limiter bounds failed unauthenticated requests per address; nil when
+	// disabled.
+	limiter *limiter
 }
 
 // Deps are what the handlers call.
@@ -84,7 +100,8 @@ type Deps struct {
 // New returns an Issuer.
 func New(cfg Config, d Deps) *Issuer {
 	return &Issuer{cfg: cfg, keys: d.Keys, minter: d.Minter, verifier: d.Verifier, sessions: d.Sessions,
-		accounts: d.Accounts, exchange: d.Exchange, introspectors: d.Introspectors, log: d.Log}
+		accounts: d.Accounts, exchange: d.Exchange, introspectors: d.Introspectors, log: d.Log,
+		limiter: newLimiter(cfg.UnauthenticatedBurst, cfg.UnauthenticatedPerSecond, cfg.Clock)}
 }
 
 // Paths of the endpoints, relative to the issuer URL.
@@ -97,14 +114,16 @@ const (
 	PathIntrospect = "/introspect"
 )
 
-// Handler routes the endpoints.
+// Handler routes the endpoints. The client's address is settled first
+// (trusted proxies); the endpoints that can cost an API request before the
+// client has proved anything are rate-limited per address.
 func (i *Issuer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(PathDiscovery, instrument("discovery", http.HandlerFunc(i.discovery)))
 	mux.Handle(PathJWKS, instrument("jwks", http.HandlerFunc(i.jwks)))
-	mux.Handle(PathToken, instrument("token", http.HandlerFunc(i.token)))
-	mux.Handle(PathRevoke, instrument("revoke", http.HandlerFunc(i.revoke)))
+	mux.Handle(PathToken, instrument("token", i.limit(endpointToken, http.HandlerFunc(i.token))))
+	mux.Handle(PathRevoke, instrument("revoke", i.limit(endpointRevoke, http.HandlerFunc(i.revoke))))
 	mux.Handle(PathUserinfo, instrument("userinfo", http.HandlerFunc(i.userinfo)))
-	mux.Handle(PathIntrospect, instrument("introspect", http.HandlerFunc(i.introspect)))
-	return mux
+	mux.Handle(PathIntrospect, instrument("introspect", i.limit(endpointIntrospect, http.HandlerFunc(i.introspect))))
+	return i.fromClient(mux)
 }

@@ -21,6 +21,10 @@ var (
 		Name: "rotor_refresh_failures_total",
 		Help: "Refused refresh grants, by reason.",
 	}, []string{"reason"})
+	requestsThrottled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rotor_requests_throttled_total",
+		Help: "Requests refused before any API request because their client address spent its budget of failed unauthenticated requests, by endpoint (token, revoke, introspect).",
+	}, []string{"endpoint"})
 	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "rotor_http_request_duration_seconds",
 		Help:    "Issuer request latency, by endpoint and status code.",
@@ -29,7 +33,10 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(tokensIssued, grantFailures, refreshFailures, requestDuration)
+	metrics.Registry.MustRegister(tokensIssued, grantFailures, refreshFailures, requestsThrottled, requestDuration)
+	for _, e := range []string{endpointToken, endpointRevoke, endpointIntrospect} {
+		requestsThrottled.WithLabelValues(e) // present at zero
+	}
 }
 
 func instrument(name string, h http.Handler) http.Handler {

@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"errors"
 	"io"
 	"mime"
@@ -22,9 +23,27 @@ type form url.Values
 
 // readForm is parseForm on a request being served. The body goes through
 // http.MaxBytesReader, so that the server also closes the connection of a
-// request whose body was too large.
+// request whose body was too large. A body is read once: when the rate
+// limit in front of the handler has decoded it already (withForm), that
+// decoding is the answer.
 func readForm(w http.ResponseWriter, r *http.Request) (form, *oauthError) {
+	if p, ok := r.Context().Value(parsedFormKey{}).(*parsedForm); ok {
+		return p.f, p.err
+	}
 	return parseForm(r.Method, r.Header.Get("Content-Type"), http.MaxBytesReader(w, r.Body, maxFormBytes))
+}
+
+type parsedFormKey struct{}
+
+// parsedForm is the outcome of readForm, kept for the handler.
+type parsedForm struct {
+	f   form
+	err *oauthError
+}
+
+// withForm returns r carrying the outcome of readForm.
+func withForm(r *http.Request, f form, err *oauthError) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), parsedFormKey{}, &parsedForm{f: f, err: err}))
 }
 
 // parseForm decodes a request body the way RFC 6749 section 3.2 asks: POST

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"rotor.dev/rotor/pkg/accounts"
+	"rotor.dev/rotor/pkg/issuer"
 	"rotor.dev/rotor/pkg/keys"
 	"rotor.dev/rotor/pkg/workload"
 )
@@ -49,6 +51,10 @@ type Options struct {
 	LoginFailuresPerMinute float64
 	LoginFailureBurst      int
 
+	UnauthenticatedBurst     int
+	UnauthenticatedPerSecond float64
+	TrustedProxies           stringList
+
 	APIQPS     float64
 	APIBurst   int
 	APITimeout time.Duration
@@ -72,32 +78,34 @@ func DefaultOptions() Options {
 		ns = "rotor-system"
 	}
 	return Options{
-		Namespace:              ns,
-		ListenAddress:          ":8443",
-		AccessTokenTTL:         20 * time.Minute,
-		RefreshTokenTTL:        7 * 24 * time.Hour,
-		SessionMaxLifetime:     30 * 24 * time.Hour,
-		SessionCacheSize:       10000,
-		RefreshReuseGrace:      5 * time.Second,
-		PasswordGrant:          true,
-		Audience:               "rotor",
-		DefaultClientID:        "rotor",
-		ClockSkew:              2 * time.Minute,
-		RevokedRetention:       time.Hour,
-		KeyAlgorithm:           string(keys.ES256),
-		KeyRotationPeriod:      24 * time.Hour,
-		KeyPrepublish:          time.Hour,
-		JWKSMaxAge:             15 * time.Minute,
-		ServiceAccountAudience: "rotor",
-		LoginFailuresPerMinute: accounts.DefaultFailuresPerMinute,
-		LoginFailureBurst:      accounts.DefaultBurst,
-		APIQPS:                 500,
-		APIBurst:               1000,
-		APITimeout:             5 * time.Second,
-		MetricsAddress:         ":9090",
-		MetricsSecure:          true,
-		ProbeAddress:           ":8081",
-		LeaderElect:            true,
+		Namespace:                ns,
+		ListenAddress:            ":8443",
+		AccessTokenTTL:           20 * time.Minute,
+		RefreshTokenTTL:          7 * 24 * time.Hour,
+		SessionMaxLifetime:       30 * 24 * time.Hour,
+		SessionCacheSize:         10000,
+		RefreshReuseGrace:        5 * time.Second,
+		PasswordGrant:            true,
+		Audience:                 "rotor",
+		DefaultClientID:          "rotor",
+		ClockSkew:                2 * time.Minute,
+		RevokedRetention:         time.Hour,
+		KeyAlgorithm:             string(keys.ES256),
+		KeyRotationPeriod:        24 * time.Hour,
+		KeyPrepublish:            time.Hour,
+		JWKSMaxAge:               15 * time.Minute,
+		ServiceAccountAudience:   "rotor",
+		LoginFailuresPerMinute:   accounts.DefaultFailuresPerMinute,
+		LoginFailureBurst:        accounts.DefaultBurst,
+		UnauthenticatedBurst:     issuer.DefaultUnauthenticatedBurst,
+		UnauthenticatedPerSecond: issuer.DefaultUnauthenticatedPerSecond,
+		APIQPS:                   500,
+		APIBurst:                 1000,
+		APITimeout:               5 * time.Second,
+		MetricsAddress:           ":9090",
+		MetricsSecure:            true,
+		ProbeAddress:             ":8081",
+		LeaderElect:              true,
 	}
 }
 
@@ -129,6 +137,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var(&o.IntrospectionAllow, "introspection-allow", "Comma-separated <namespace>/<serviceaccount> patterns allowed to call /introspect with their ServiceAccount token. Empty disables introspection.")
 	fs.Float64Var(&o.LoginFailuresPerMinute, "login-failures-per-minute", o.LoginFailuresPerMinute, "Failed logins allowed per minute per username and client address, after the burst (a username over all addresses may fail 5x the burst, an address over all usernames 10x the burst at 10x the rate).")
 	fs.IntVar(&o.LoginFailureBurst, "login-failure-burst", o.LoginFailureBurst, "Failed logins allowed in a burst per username and client address.")
+	fs.IntVar(&o.UnauthenticatedBurst, "unauthenticated-burst", o.UnauthenticatedBurst, "Failed requests allowed in a burst per client address on the requests that cost an API request before the client proves anything: refresh-token and token-exchange grants, /revoke and /introspect. Over it they are answered 429 (503 on /revoke) with Retry-After and make no API request. Successful requests spend nothing. 0 disables the limit.")
+	fs.Float64Var(&o.UnauthenticatedPerSecond, "unauthenticated-per-second", o.UnauthenticatedPerSecond, "Failed requests allowed per second per client address after --unauthenticated-burst.")
+	fs.Var(&o.TrustedProxies, "trusted-proxies", "Comma-separated CIDRs (or addresses) of reverse proxies whose X-Forwarded-For is believed: when the TCP peer is inside one, the client address of the per-address limits (--unauthenticated-*, --login-failure-*) is the right-most X-Forwarded-For entry outside them. Empty: the TCP peer is the client and X-Forwarded-For is ignored.")
 	fs.Float64Var(&o.APIQPS, "api-qps", o.APIQPS, "Queries per second of the issuer's session client to the API server.")
 	fs.IntVar(&o.APIBurst, "api-burst", o.APIBurst, "Burst of the issuer's session client to the API server.")
 	fs.DurationVar(&o.APITimeout, "api-timeout", o.APITimeout, "Bound on each API request of the token path; when the API server does not answer in time, clients get 503 temporarily_unavailable.")
@@ -192,6 +203,15 @@ func (o *Options) Validate() error {
 	if o.APITimeout <= 0 {
 		errs = append(errs, errors.New("--api-timeout must be positive"))
 	}
+	if o.UnauthenticatedBurst < 0 {
+		errs = append(errs, errors.New("--unauthenticated-burst must not be negative (0 disables the limit)"))
+	}
+	if o.UnauthenticatedBurst > 0 && !(o.UnauthenticatedPerSecond > 0) {
+		errs = append(errs, errors.New("--unauthenticated-per-second must be positive: at 0 an address that spent its burst would be refused for good"))
+	}
+	if _, err := parsePrefixes(o.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("--trusted-proxies: %w", err))
+	}
 	if o.SessionCacheSize <= 0 {
 		errs = append(errs, errors.New("--session-cache-size must be positive"))
 	}
@@ -199,6 +219,38 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--access-token-ttl must be at most 1h (RFC 6750 section 5.3)"))
 	}
 	return errors.Join(errs...)
+}
+
+// trustedProxies are --trusted-proxies, which Validate has checked.
+func (o *Options) trustedProxies() []netip.Prefix {
+	p, _ := parsePrefixes(o.TrustedProxies)
+	return p
+}
+
+// parsePrefixes reads CIDRs, or single addresses as /32 and /128. A prefix
+// of length 0 is refused: trusting every peer would let any client choose
+// its own address.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			// Peers are compared unmapped.
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		if p.Bits() == 0 {
+			return nil, fmt.Errorf("%q would trust every peer, so any client could set its own address", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // stringList is a comma-separated flag.

@@ -283,6 +283,11 @@ func (w *wiring) issuer() error {
 		JWKSMaxAge:          o.JWKSMaxAge,
 		ExchangePolicy:      workload.Policy(o.TokenExchangeAllow),
 		IntrospectionPolicy: workload.Policy(o.IntrospectionAllow),
+
+		UnauthenticatedBurst:     o.UnauthenticatedBurst,
+		UnauthenticatedPerSecond: o.UnauthenticatedPerSecond,
+		TrustedProxies:           o.trustedProxies(),
+		Clock:                    o.Clock,
 	}, issuer.Deps{
 		Keys:          w.keys,
 		Minter:        &tokens.Minter{Issuer: o.IssuerURL, TTL: o.AccessTokenTTL, Keys: w.keys, Clock: o.Clock},
