@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -209,6 +210,10 @@ func (w *wiring) sessions() error {
 	// and with a rate limit fit for one write per refresh.
 	w.apiCfg = rest.CopyConfig(w.cfg)
 	w.apiCfg.QPS, w.apiCfg.Burst = float32(o.APIQPS), o.APIBurst
+	// One limiter for every kind the token path touches: controller-runtime
+	// builds a REST client (and so a limiter) per kind, which would give
+	// RefreshTokens and TokenReviews each the whole --api-qps.
+	w.apiCfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(float32(o.APIQPS), o.APIBurst)
 	w.apiCfg.UserAgent = "rotor-issuer"
 	api, err := client.New(w.apiCfg, client.Options{Scheme: scheme.Scheme})
 	if err != nil {

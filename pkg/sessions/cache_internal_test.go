@@ -40,3 +40,30 @@ func TestEvictRacingRememberKeepsTheEntryItDescribes(t *testing.T) {
 		t.Fatalf("the event of a write removed the entry of that write %d times in 19,998", lost)
 	}
 }
+
+// Junk refresh tokens name sessions that do not exist; remembering that
+// must not push real sessions out of the cache (each would then cost a GET).
+func TestUnknownNamesDoNotEvictSessions(t *testing.T) {
+	s, err := NewStore(nil, Config{CacheSize: 10, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		name := "real-" + strconv.Itoa(i)
+		s.remember(name, &identityv1alpha1.RefreshToken{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: "1"}})
+	}
+	for i := range 10_000 {
+		s.remember("junk-"+strconv.Itoa(i), nil)
+	}
+	for i := range 10 {
+		if _, ok := s.cache.Peek("real-" + strconv.Itoa(i)); !ok {
+			t.Fatalf("session real-%d was evicted by unknown names", i)
+		}
+	}
+	if rt, fresh, err := s.get(t.Context(), "junk-9999"); rt != nil || fresh || err != nil {
+		t.Fatalf("a remembered unknown name costs no read: got %v, %v, %v", rt, fresh, err)
+	}
+	if s.unknown.Len() != maxUnknown {
+		t.Fatalf("unknown names kept: %d, want the bound %d", s.unknown.Len(), maxUnknown)
+	}
+}
