@@ -10,9 +10,12 @@ package sessions
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"time"
 
@@ -127,9 +130,11 @@ type Store struct {
 	cfg    Config
 	client client.Client
 	// cache maps a session name to the last object this replica wrote or
-	// read; nil marks a name the API server did not know. Entries are
-	// never mutated, only replaced.
+	// read. Entries are never mutated, only replaced.
 	cache *lru.Cache[string, *identityv1alpha1.RefreshToken]
+	// unknown remembers names the API server did not know, apart from the
+	// sessions: junk tokens must not push real sessions out of the cache.
+	unknown *lru.Cache[string, struct{}]
 	// cacheMu makes Evict's compare-then-remove atomic with respect to
 	// remember: otherwise the watch event of this replica's own write can
 	// remove the entry that write has just cached, and the next refresh
@@ -157,6 +162,10 @@ type pendingRotation struct {
 	from, to, secret string
 }
 
+// maxUnknown bounds the names remembered as unknown: enough for a client
+// retrying a dead token, too few to matter to memory.
+const maxUnknown = 4096
+
 // maxSuccessors bounds the successors kept for the grace: at a few hundred
 // refreshes a second and a grace of seconds, a few thousand are live.
 const maxSuccessors = 16384
@@ -181,7 +190,11 @@ func NewStore(c client.Client, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Store{cfg: cfg, client: c, cache: cache, seed: maphash.MakeSeed(), pending: pending}
+	unknown, err := lru.New[string, struct{}](maxUnknown)
+	if err != nil {
+		return nil, err
+	}
+	st := &Store{cfg: cfg, client: c, cache: cache, unknown: unknown, seed: maphash.MakeSeed(), pending: pending}
 	if cfg.ReuseGrace > 0 {
 		// The TTL only bounds how long a secret stays in memory; whether a
 		// successor may be handed out is decided by the store's clock.
@@ -207,7 +220,7 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 		abs = minTime(abs, g.NotAfter.Truncate(time.Second))
 	}
 	rt := &identityv1alpha1.RefreshToken{
-		ObjectMeta: metav1.ObjectMeta{Namespace: s.cfg.Namespace, Name: newName()},
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.cfg.Namespace, Name: newName(), Labels: Labels(g.Subject, g.ClientID)},
 		Spec: identityv1alpha1.RefreshTokenSpec{
 			Subject:           g.Subject,
 			Groups:            g.Groups,
@@ -225,10 +238,41 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if err := s.client.Create(ctx, rt); err != nil {
+		if isQuotaExceeded(err) {
+			// The namespace's ResourceQuota (the chart's sessions.quota) is
+			// full: no session can be stored until some are collected.
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 		return "", nil, s.apiError("creating session", err)
 	}
 	s.remember(rt.Name, rt)
 	return formatToken(rt.Name, secret), rt, nil
+}
+
+// Labels are the labels of a new session: the digests of its subject and
+// client (see identityv1alpha1.SubjectLabel), which the session collector
+// counts sessions by without reading their spec.
+func Labels(subject, clientID string) map[string]string {
+	return map[string]string{
+		identityv1alpha1.SubjectLabel: LabelValue(subject),
+		identityv1alpha1.ClientLabel:  LabelValue(clientID),
+	}
+}
+
+// LabelValue is the value of the subject and client labels for s: the first
+// 16 bytes of its SHA-256, 32 lowercase hex characters (a label value may
+// have 63; a subject up to 339). `printf %s "$s" | sha256sum | cut -c1-32`.
+func LabelValue(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:LabelDigestBytes])
+}
+
+// LabelDigestBytes is the length of the digest in a label value.
+const LabelDigestBytes = 16
+
+// isQuotaExceeded reports the ResourceQuota admission refusing a create.
+func isQuotaExceeded(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota")
 }
 
 // Prepare runs after a refresh token has been accepted and before its
@@ -502,6 +546,10 @@ func (s *Store) get(ctx context.Context, name string) (*identityv1alpha1.Refresh
 		observeCache(true)
 		return rt, false, nil
 	}
+	if s.unknown.Contains(name) {
+		observeCache(true)
+		return nil, false, nil
+	}
 	observeCache(false)
 	rt, err := s.read(ctx, name)
 	return rt, true, err
@@ -532,7 +580,8 @@ func (s *Store) read(ctx context.Context, name string) (*identityv1alpha1.Refres
 func (s *Store) Evict(name, resourceVersion string) {
 	s.cacheMu.Lock()
 	defer s.cacheMu.Unlock()
-	if rt, ok := s.cache.Peek(name); ok && rt != nil && resourceVersion != "" {
+	s.unknown.Remove(name)
+	if rt, ok := s.cache.Peek(name); ok && resourceVersion != "" {
 		if c, err := resourceversion.CompareResourceVersion(rt.ResourceVersion, resourceVersion); err == nil && c >= 0 {
 			return
 		}
@@ -540,15 +589,25 @@ func (s *Store) Evict(name, resourceVersion string) {
 	s.cache.Remove(name)
 }
 
-// remember caches what this replica wrote or read.
+// remember caches what this replica wrote or read; nil is a name the API
+// server does not know.
 func (s *Store) remember(name string, rt *identityv1alpha1.RefreshToken) {
 	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if rt == nil {
+		s.cache.Remove(name)
+		s.unknown.Add(name, struct{}{})
+		return
+	}
+	s.unknown.Remove(name)
 	s.cache.Add(name, rt)
-	s.cacheMu.Unlock()
 }
 
 // Purge empties the cache, when the watch lost track of changes.
-func (s *Store) Purge() { s.cache.Purge() }
+func (s *Store) Purge() {
+	s.cache.Purge()
+	s.unknown.Purge()
+}
 
 func (s *Store) apiError(what string, err error) error {
 	if errors.Is(err, ErrUnavailable) || ReasonOf(err) != "" {
