@@ -43,6 +43,23 @@ const (
 	RevocationAccountDisabled RevocationReason = "AccountDisabled"
 )
 
+// Labels rotor sets on every RefreshToken it creates. A label value is at
+// most 63 characters and a subject up to 339, so each value is a digest:
+// the first 16 bytes of the SHA-256 of the subject (or client ID), as 32
+// lowercase hex characters. In a shell:
+//
+//	kubectl get rt -l identity.rotor.dev/subject=$(printf %s alice | sha256sum | cut -c1-32)
+//
+// (the spec.subject field selector does the same for people; the labels are
+// what rotor's session collector reads, from metadata only, to bound the
+// sessions of one subject). Sessions created before rotor set them have none.
+const (
+	// SubjectLabel holds the digest of spec.subject.
+	SubjectLabel = "identity.rotor.dev/subject"
+	// ClientLabel holds the digest of spec.clientID.
+	ClientLabel = "identity.rotor.dev/client"
+)
+
 // RefreshTokenSpec is one login session. Every field lives in spec, like a
 // coordination.k8s.io Lease, so that a login is one create and a refresh is
 // one conditional update, with no status round trip.
@@ -170,8 +187,4 @@ type RefreshTokenList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitzero"`
 	Items           []RefreshToken `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&RefreshToken{}, &RefreshTokenList{})
 }

@@ -183,4 +183,3 @@ func parseBench(out []byte) map[string]metrics {
 	}
 	return res
 }
-
