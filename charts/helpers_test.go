@@ -57,7 +57,7 @@ func helmBin(t testing.TB) string {
 		path = filepath.Join(root(t), "bin", "helm-"+helmVersion)
 	}
 	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("helm not found at %s: run 'make helm' (go install of helm %s into bin/, about 3 minutes) or set HELM to a helm v3 binary", path, helmVersion)
+		t.Fatalf("helm not found at %s: run 'make helm' (builds helm %s into bin/, about 3 minutes) or set HELM to a helm v3 binary", path, helmVersion)
 	}
 	return path
 }
@@ -106,8 +106,8 @@ func kubeconfig(t testing.TB) string {
 	return path
 }
 
-// kubeVersion is the test API server's version: `helm template` renders for
-// it (a helm built with `go install` otherwise assumes Kubernetes v1.20).
+// kubeVersion is the test API server's version: the chart is rendered for
+// the cluster it is applied to, as `helm install` does against a live one.
 func kubeVersion(t testing.TB) string {
 	t.Helper()
 	if serverVersion == "" {
