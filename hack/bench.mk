@@ -1,5 +1,5 @@
-# `make bench`: rotor measured against its limits on one local control plane
-# (issue 8). Included from the Makefile, which exports KUBEBUILDER_ASSETS
+# `make bench`: rotor measured against its limits on one local control
+# plane. Included from the Makefile, which exports KUBEBUILDER_ASSETS
 # (bin/k8s) for pkg/dev/controlplane. The load generator is hack/bench; it also
 # runs the signing benchmarks (go test -bench in pkg/tokens, pkg/client),
 # prints one markdown table and writes it to hack/bench-results.md.

@@ -1,4 +1,4 @@
-# `make fuzz`: each fuzz target explored for FUZZTIME (issue 9). Included
+# `make fuzz`: each fuzz target explored for FUZZTIME. Included
 # from the Makefile, which exports KUBEBUILDER_ASSETS (bin/k8s): the
 # TestMain of pkg/issuer and pkg/sessions starts a control plane, although
 # the fuzz targets need none (FuzzTokenRequest runs against an in-memory

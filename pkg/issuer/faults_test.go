@@ -1,6 +1,6 @@
 package issuer_test
 
-// Fault tests of issue 9: a restart with a cold session cache, a leader
+// Fault tests: a restart with a cold session cache, a leader
 // failover, races between refresh, revocation, rotation and signing, and
 // clock skew between replicas. Each asserts the exact outcome. Every
 // replica here is started with sharedIssuer, as replicas behind one load

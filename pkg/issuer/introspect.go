@@ -21,7 +21,6 @@ type introspection struct {
 	JTI       string   `json:"jti,omitempty"`
 	Groups    []string `json:"groups,omitempty"`
 	Username  string   `json:"username,omitempty"`
-	Scope     string   `json:"scope,omitempty"`
 }
 
 var inactive = introspection{Active: false}
@@ -79,7 +78,7 @@ func (i *Issuer) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := introspection{
 		Active: true, TokenType: "Bearer", Subject: claims.Subject, Audience: claims.Audience,
-		ClientID: claims.ClientID, Issuer: claims.Issuer, JTI: claims.ID, Groups: claims.Groups, Scope: claims.Scope,
+		ClientID: claims.ClientID, Issuer: claims.Issuer, JTI: claims.ID, Groups: claims.Groups,
 		Username: claims.Subject,
 	}
 	if claims.ExpiresAt != nil {

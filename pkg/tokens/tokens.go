@@ -27,7 +27,6 @@ type Claims struct {
 	jwt.RegisteredClaims
 	ClientID string   `json:"client_id"`
 	Groups   []string `json:"groups,omitempty"`
-	Scope    string   `json:"scope,omitempty"`
 }
 
 // Subject is what an access token is about.
@@ -36,7 +35,6 @@ type Subject struct {
 	ClientID string
 	Audience []string
 	Groups   []string
-	Scope    string
 }
 
 // ErrNoActiveKey means the key set has no active key yet (the issuer is not ready).
@@ -76,7 +74,6 @@ type wireClaims struct {
 	ID        string   `json:"jti"`
 	ClientID  string   `json:"client_id"`
 	Groups    []string `json:"groups,omitempty"`
-	Scope     string   `json:"scope,omitempty"`
 }
 
 // Mint signs an access token for s and returns it with its expiry.
@@ -98,7 +95,7 @@ func (m *Minter) Mint(s Subject) (string, time.Time, error) {
 	payload, err := json.Marshal(wireClaims{
 		Issuer: m.Issuer, Subject: s.Subject, Audience: s.Audience,
 		ExpiresAt: exp.Unix(), IssuedAt: now.Unix(), ID: newJTI(),
-		ClientID: s.ClientID, Groups: s.Groups, Scope: s.Scope,
+		ClientID: s.ClientID, Groups: s.Groups,
 	})
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("encoding access-token claims: %w", err)
