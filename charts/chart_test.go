@@ -3,6 +3,7 @@ package charts_test
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -87,6 +88,9 @@ func TestChartSchemaRejectsTyposAndBadTypes(t *testing.T) {
 		{"service.port=70000", "at '/service/port'"},
 		{"log.level=verbose", "at '/log/level'"},
 		{"exchange.allow={team-a}", "at '/exchange/allow/0': 'team-a' does not match pattern"},
+		{"sessions.quota=-1", "at '/sessions/quota'"},
+		{"sessions.maxPerSubject=many", "at '/sessions/maxPerSubject': got string, want integer"},
+		{"sessions.perSubjectPerMinute=0", "at '/sessions/perSubjectPerMinute'"},
 	}
 	for _, c := range cases {
 		t.Run(c.set, func(t *testing.T) {
@@ -368,12 +372,18 @@ func TestChartSetsEveryRotorServeFlag(t *testing.T) {
 	g.Expect(full.ClockSkew).To(Equal(30 * time.Second))
 	g.Expect(full.SessionCacheSize).To(Equal(50000))
 	g.Expect(full.RevokedRetention).To(Equal(30 * time.Minute))
+	g.Expect(full.MaxSessionsPerSubject).To(Equal(20))
+	g.Expect(full.SessionsPerSubjectBurst).To(Equal(10))
+	g.Expect(full.SessionsPerSubjectPerMinute).To(Equal(2.5))
 	g.Expect(full.ServiceAccountAudience).To(Equal("rotor.example.com"))
 	g.Expect([]string(full.TokenExchangeAllow)).To(Equal([]string{"team-a/*", "ci/builder"}))
 	g.Expect([]string(full.IntrospectionAllow)).To(Equal([]string{"*/api-gateway"}))
 	g.Expect(full.PasswordGrant).To(BeFalse())
 	g.Expect(full.LoginFailuresPerMinute).To(Equal(2.5))
 	g.Expect(full.LoginFailureBurst).To(Equal(5))
+	g.Expect(full.UnauthenticatedBurst).To(Equal(40))
+	g.Expect(full.UnauthenticatedPerSecond).To(Equal(2.5))
+	g.Expect([]string(full.TrustedProxies)).To(Equal([]string{"10.0.0.0/8", "fd00::/8"}))
 	g.Expect(full.KeyAlgorithm).To(Equal("RS256"))
 	g.Expect(full.KeyRotationPeriod).To(Equal(12 * time.Hour))
 	g.Expect(full.KeyPrepublish).To(Equal(2 * time.Hour))
@@ -464,7 +474,7 @@ func TestChartDeploymentIsHardenedAndHighlyAvailable(t *testing.T) {
 	g.Expect(issuerSvc.Spec.Ports[0].TargetPort.String()).To(Equal("https"))
 
 	// Optional objects are off by default.
-	for _, kind := range []string{"Ingress", "NetworkPolicy", "ServiceMonitor", "Certificate"} {
+	for _, kind := range []string{"Ingress", "NetworkPolicy", "ServiceMonitor", "Certificate", "ResourceQuota"} {
 		g.Expect(ofKind(objs, kind)).To(BeEmpty(), kind)
 	}
 	// The helm test hook checks discovery through the Service, as a client of the issuer URL would.
@@ -475,4 +485,33 @@ func TestChartDeploymentIsHardenedAndHighlyAvailable(t *testing.T) {
 	script := fromUnstructured[corev1.Pod](t, hook).Spec.Containers[0].Command[2]
 	g.Expect(script).To(ContainSubstring(`--connect-to "rotor.auth.svc:443:rotor.auth.svc:443"`))
 	g.Expect(script).To(ContainSubstring(`"$base/.well-known/openid-configuration"`))
+}
+
+// The ResourceQuota on sessions: the cluster's last line, off by default.
+func TestChartSessionQuota(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(ofKind(mustRender(t, "auth"), "ResourceQuota")).To(BeEmpty())
+	g.Expect(ofKind(mustRender(t, "auth", "--set", "sessions.quota=0"), "ResourceQuota")).To(BeEmpty())
+
+	for set, want := range map[string]int64{
+		"sessions.quota=5000":    5000,
+		"sessions.quota=2000000": 2000000,
+	} {
+		u := only(t, mustRender(t, "auth", "--set", set), "ResourceQuota")
+		raw, _, _ := unstructured.NestedString(u.Object, "spec", "hard", "count/refreshtokens.identity.rotor.dev")
+		g.Expect(raw).To(Equal(fmt.Sprint(want)), "written as an integer, not as 2e+06")
+		q := fromUnstructured[corev1.ResourceQuota](t, u)
+		g.Expect(q.Name).To(Equal("rotor-sessions"))
+		g.Expect(q.Namespace).To(Equal("auth"))
+		g.Expect(q.Spec.Hard).To(HaveLen(1))
+		hard := q.Spec.Hard[corev1.ResourceName("count/refreshtokens.identity.rotor.dev")]
+		g.Expect(hard.Value()).To(Equal(want), set)
+		g.Expect(q.Spec.Scopes).To(BeEmpty())
+		g.Expect(q.Labels).To(HaveKeyWithValue("app.kubernetes.io/name", "rotor"))
+	}
+	// The quota counts exactly the resource the CRD serves.
+	crd := fromUnstructured[apiextensionsv1.CustomResourceDefinition](t, only(t, mustRender(t, "auth"), "CustomResourceDefinition"))
+	g.Expect("count/" + crd.Spec.Names.Plural + "." + crd.Spec.Group).To(Equal("count/refreshtokens.identity.rotor.dev"))
+	full := fromUnstructured[corev1.ResourceQuota](t, only(t, mustRender(t, "auth", variantArgs(t, "full")...), "ResourceQuota"))
+	g.Expect(full.Name).To(Equal("issuer-sessions"))
 }

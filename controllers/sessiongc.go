@@ -1,9 +1,16 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +39,11 @@ const (
 	GCReasonRevoked = "revoked"
 )
 
+// EvictReasonSessionLimit is the reason label of rotor_sessions_evicted_total
+// for sessions deleted because their subject had more than
+// MaxSessionsPerSubject live sessions.
+const EvictReasonSessionLimit = "session_limit"
+
 var (
 	gcDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rotor_sessions_collected_total",
@@ -50,22 +62,47 @@ var (
 		Name: "rotor_session_gc_tracked_sessions",
 		Help: "Sessions in the garbage collector's expiry index.",
 	})
+	sessionsEvicted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rotor_sessions_evicted_total",
+		Help: "Live sessions deleted before their expiry to bound the sessions of one subject (reason session_limit: the subject had more than --max-sessions-per-subject).",
+	}, []string{"reason"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(gcDeleted, gcPassDuration, gcOldestExpired, gcTracked)
+	metrics.Registry.MustRegister(gcDeleted, gcPassDuration, gcOldestExpired, gcTracked, sessionsEvicted)
+	sessionsEvicted.WithLabelValues(EvictReasonSessionLimit) // present at zero
 }
 
 // SessionCollector deletes RefreshToken sessions whose sliding or absolute
-// expiry has passed, and revoked ones once RevokedRetention has passed.
+// expiry has passed, and revoked ones once RevokedRetention has passed. It
+// also bounds the live sessions of each subject (MaxSessionsPerSubject).
 //
 // It does not cache RefreshTokens (Dex was OOM-killed holding every refresh
 // token): a metadata-only Reflector feeds a compact index of name → (UID,
-// resourceVersion, collection time), about 230 bytes a session (4.4 MiB for
-// 20,000), and the collector sleeps until the earliest collection time.
+// resourceVersion, collection time, creation time, subject and client
+// label digests), and the collector sleeps until the earliest collection
+// time. The index holds no pointers (names in rotor's form are kept as
+// their 16 bytes): measured with BenchmarkSessionIndexMemory, about 100
+// bytes a session at 200,000 sessions and 156 at 1,000,000 (the map's load
+// factor varies with its size), plus about 50 bytes for each subject; it
+// was 200 and 264 bytes before the entries were compacted, without the
+// subject, client and creation time.
+//
 // Deletes carry UID and resourceVersion preconditions, so a session
 // refreshed at the moment it expires is never deleted: the failed
 // precondition is followed by the watch event carrying its new expiry.
+//
+// Session limit: a login is one create and must stay so (no list per
+// login), so the limit is enforced here, after the fact. The index counts
+// the live (not revoked) sessions of each subject by the digest in the
+// subject label; when a subject has more than MaxSessionsPerSubject, the
+// collector wakes and deletes sessions as if the limit had been checked at
+// each login, in creation order: a new session displaces the oldest session
+// of the same subject and client, or the subject's oldest when that client
+// has no older one. A subject may therefore briefly exceed the limit by
+// what it creates before the watch delivers it and the deletes land (see
+// TestSessionLimitBurst). Sessions without the label (created before rotor
+// set it, or by hand) are not counted.
 //
 // It runs on the leader only; the preconditions keep it correct if two
 // replicas briefly both lead.
@@ -82,26 +119,205 @@ type SessionCollector struct {
 	PageSize int64
 	// Workers delete in parallel.
 	Workers int
-	Log     logr.Logger
+	// MaxSessionsPerSubject bounds the live sessions of one subject; 0
+	// disables the limit (and the per-subject counts).
+	MaxSessionsPerSubject int
+	Log                   logr.Logger
 
 	mu    sync.Mutex
-	index map[string]gcEntry
+	index *gcIndex
 	// next is the collection time the loop sleeps until (unix seconds, 0
 	// for none); only an earlier one needs to wake it.
 	next int64
 	wake chan struct{}
 	// listed is the index the last list built, for the Replace that
 	// follows it.
-	listed map[string]gcEntry
+	listed *gcIndex
 }
 
+// gcEntry is what the index keeps of a session: 48 bytes and no pointers
+// (the UID and resourceVersion parsed from their canonical forms).
 type gcEntry struct {
-	uid types.UID
-	rv  string
+	rv uint64
 	// due is when the session may be deleted (unix seconds); 0 means the
 	// annotations were missing and the spec must be read.
-	due    int64
-	reason string
+	due int64
+	uid [16]byte
+	// created is the creationTimestamp (unix seconds).
+	created uint32
+	// subject is the subject's id in the index (0: not counted); client is
+	// the first 4 bytes of the client label's digest, which only has to
+	// tell the clients of one subject apart.
+	subject uint32
+	client  uint32
+	flags   uint8
+}
+
+const (
+	// entryRevoked: collected for GCReasonRevoked, not counted as live.
+	entryRevoked uint8 = 1 << iota
+	// entryInexact: the UID or resourceVersion was not in its canonical
+	// form (never from kube-apiserver); the session is read before a delete.
+	entryInexact
+)
+
+func (e gcEntry) revoked() bool { return e.flags&entryRevoked != 0 }
+
+func (e gcEntry) reason() string {
+	if e.revoked() {
+		return GCReasonRevoked
+	}
+	return GCReasonExpired
+}
+
+// gcIndex is the collector's view of every session, and, with a session
+// limit, the number of live sessions of each subject.
+type gcIndex struct {
+	// entries are the sessions named as rotor names them, by sessionKey;
+	// named holds any other (made by hand).
+	entries map[sessionKey]gcEntry
+	named   map[string]gcEntry
+	// ids interns subject digests: entries hold an id (index+1 into
+	// subjects), freed when no entry refers to it.
+	ids      map[[labelDigestBytes]byte]uint32
+	subjects []subjectCount
+	free     []uint32
+}
+
+type subjectCount struct {
+	key [labelDigestBytes]byte
+	// live counts the entries that are not revoked, refs all of them.
+	live, refs int32
+}
+
+const labelDigestBytes = sessions.LabelDigestBytes
+
+func newGCIndex() *gcIndex {
+	return &gcIndex{entries: map[sessionKey]gcEntry{}, named: map[string]gcEntry{}, ids: map[[labelDigestBytes]byte]uint32{}}
+}
+
+// sessionKey is a session name of the form rotor gives them ("rt-" and the
+// base32 of 16 random bytes, see pkg/sessions), kept as those bytes: the
+// index then holds no pointer for the garbage collector to scan, and no
+// 29-byte string per session.
+type sessionKey [16]byte
+
+const sessionNamePrefix = "rt-"
+
+var sessionNameEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// keyOf returns the key of a name in rotor's form, ok false for any other.
+func keyOf(name string) (k sessionKey, ok bool) {
+	if len(name) != len(sessionNamePrefix)+26 || !strings.HasPrefix(name, sessionNamePrefix) {
+		return k, false
+	}
+	n, err := sessionNameEncoding.Decode(k[:], []byte(name[len(sessionNamePrefix):]))
+	// Canonical only: the 2 bits beyond the 16 bytes must be zero.
+	return k, err == nil && n == len(k) && sessionNameEncoding.EncodeToString(k[:]) == name[len(sessionNamePrefix):]
+}
+
+func (k sessionKey) name() string {
+	return sessionNamePrefix + sessionNameEncoding.EncodeToString(k[:])
+}
+
+func (x *gcIndex) get(name string) (gcEntry, bool) {
+	if k, ok := keyOf(name); ok {
+		e, ok := x.entries[k]
+		return e, ok
+	}
+	e, ok := x.named[name]
+	return e, ok
+}
+
+func (x *gcIndex) set(name string, e gcEntry) {
+	if k, ok := keyOf(name); ok {
+		x.entries[k] = e
+	} else {
+		x.named[name] = e
+	}
+}
+
+func (x *gcIndex) len() int { return len(x.entries) + len(x.named) }
+
+// each calls f for every session; name is "" for a sessionKey entry, whose
+// name f builds only if it needs it.
+func (x *gcIndex) each(f func(k sessionKey, name string, e gcEntry)) {
+	for k, e := range x.entries {
+		f(k, "", e)
+	}
+	for name, e := range x.named {
+		f(sessionKey{}, name, e)
+	}
+}
+
+// put sets a session's entry, counted under subject when that is not nil,
+// and returns its subject's live sessions (0 when not counted).
+func (x *gcIndex) put(name string, e gcEntry, subject *[labelDigestBytes]byte) int32 {
+	x.remove(name)
+	if subject == nil {
+		e.subject = 0
+		x.set(name, e)
+		return 0
+	}
+	id, ok := x.ids[*subject]
+	if !ok {
+		if n := len(x.free); n > 0 {
+			id, x.free = x.free[n-1], x.free[:n-1]
+			x.subjects[id-1] = subjectCount{key: *subject}
+		} else {
+			x.subjects = append(x.subjects, subjectCount{key: *subject})
+			id = uint32(len(x.subjects))
+		}
+		x.ids[*subject] = id
+	}
+	e.subject = id
+	x.set(name, e)
+	s := &x.subjects[id-1]
+	s.refs++
+	if !e.revoked() {
+		s.live++
+	}
+	return s.live
+}
+
+// remove drops a session's entry, if there is one.
+func (x *gcIndex) remove(name string) {
+	e, ok := x.get(name)
+	if !ok {
+		return
+	}
+	if k, ok := keyOf(name); ok {
+		delete(x.entries, k)
+	} else {
+		delete(x.named, name)
+	}
+	if e.subject == 0 {
+		return
+	}
+	s := &x.subjects[e.subject-1]
+	s.refs--
+	if !e.revoked() {
+		s.live--
+	}
+	if s.refs == 0 {
+		delete(x.ids, s.key)
+		x.free = append(x.free, e.subject)
+	}
+}
+
+// overLimit returns the subjects with more than limit live sessions, each
+// with an empty member list to fill.
+func (x *gcIndex) overLimit(limit int) map[uint32][]capMember {
+	var over map[uint32][]capMember
+	for i, s := range x.subjects {
+		if s.refs > 0 && int(s.live) > limit {
+			if over == nil {
+				over = map[uint32][]capMember{}
+			}
+			over[uint32(i+1)] = nil
+		}
+	}
+	return over
 }
 
 // +kubebuilder:rbac:groups=identity.rotor.dev,namespace=rotor-system,resources=refreshtokens,verbs=list;watch;delete
@@ -120,7 +336,7 @@ func (c *SessionCollector) Start(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	if c.index == nil {
-		c.index = map[string]gcEntry{}
+		c.index = newGCIndex()
 	}
 	c.mu.Unlock()
 	c.wake = make(chan struct{}, 1)
@@ -153,7 +369,8 @@ func (c *SessionCollector) reflector() *cache.Reflector {
 // streamed object until the end of the initial events and only then calls
 // Replace. Measured with 20,000 sessions, streaming (each object stripped to
 // what the index needs as it arrived) took 0.9-1.4 s and 31 MiB of peak RSS,
-// these pages 0.6 s and 12 MiB; the index kept is 4.4 MiB either way. Pages
+// these pages 0.6 s and 12 MiB; the index kept was 4.4 MiB either way (2
+// MiB since its entries were compacted). Pages
 // cost more requests (one per PageSize sessions), which v1.37 serves from
 // its watch cache as it would the stream (consistent reads, continuations
 // from cache snapshots); older servers read them from etcd, as before.
@@ -174,15 +391,16 @@ func (c *SessionCollector) listWatch() *gcListWatch {
 // with no continue token the Reflector's own pager stops after one call.
 func (l *gcListWatch) ListWithContext(ctx context.Context, _ metav1.ListOptions) (runtime.Object, error) {
 	c := l.c
-	index := map[string]gcEntry{}
+	index := newGCIndex()
 	opts := metav1.ListOptions{Limit: c.PageSize}
 	for {
 		page, err := l.res.List(ctx, opts)
 		if err != nil {
-			return nil, fmt.Errorf("listing sessions (%d so far): %w", len(index), err)
+			return nil, fmt.Errorf("listing sessions (%d so far): %w", index.len(), err)
 		}
 		for i := range page.Items {
-			index[page.Items[i].Name] = c.entryOf(&page.Items[i])
+			e, subject := c.entryOf(&page.Items[i])
+			index.put(page.Items[i].Name, e, subject)
 		}
 		if page.Continue == "" {
 			c.mu.Lock()
@@ -230,18 +448,19 @@ func (s gcStore) Replace(items []any, _ string) error {
 	c.listed = nil
 	c.mu.Unlock()
 	if index == nil {
-		index = make(map[string]gcEntry, len(items))
+		index = newGCIndex()
 	}
 	for _, obj := range items {
 		m, err := meta.Accessor(obj)
 		if err != nil {
 			return fmt.Errorf("session list: %w", err)
 		}
-		index[m.GetName()] = c.entryOf(m)
+		e, subject := c.entryOf(m)
+		index.put(m.GetName(), e, subject)
 	}
 	c.mu.Lock()
 	c.index = index
-	gcTracked.Set(float64(len(index)))
+	gcTracked.Set(float64(index.len()))
 	c.mu.Unlock()
 	c.poke()
 	return nil
@@ -261,13 +480,15 @@ func (c *SessionCollector) apply(t watch.EventType, obj any) error {
 	c.mu.Lock()
 	switch t {
 	case watch.Added, watch.Modified:
-		e := c.entryOf(m)
-		c.index[m.GetName()] = e
-		wake = c.next == 0 || e.due < c.next
+		e, subject := c.entryOf(m)
+		live := c.index.put(m.GetName(), e, subject)
+		// A subject over its limit wakes the collector too, also on a
+		// change (a delete that lost to a refresh is tried again).
+		wake = c.next == 0 || e.due < c.next || (c.MaxSessionsPerSubject > 0 && int(live) > c.MaxSessionsPerSubject)
 	case watch.Deleted:
-		delete(c.index, m.GetName())
+		c.index.remove(m.GetName())
 	}
-	gcTracked.Set(float64(len(c.index)))
+	gcTracked.Set(float64(c.index.len()))
 	c.mu.Unlock()
 	if wake {
 		c.poke()
@@ -278,16 +499,73 @@ func (c *SessionCollector) apply(t watch.EventType, obj any) error {
 // entryOf reads a session's collection time from the annotations rotor
 // writes: revoked-at (plus RevokedRetention), else expires-at (the earlier
 // of the sliding and the absolute expiry). Without them due is 0 and the
-// spec is read when the collector gets to it.
-func (c *SessionCollector) entryOf(m metav1.Object) gcEntry {
+// spec is read when the collector gets to it. With a session limit it also
+// returns the subject label's digest to count the session under (nil
+// without a limit or a well-formed label).
+func (c *SessionCollector) entryOf(m metav1.Object) (gcEntry, *[labelDigestBytes]byte) {
 	a := m.GetAnnotations()
-	e := gcEntry{uid: m.GetUID(), rv: m.GetResourceVersion(), reason: GCReasonExpired}
+	e := gcEntry{created: uint32(max(m.GetCreationTimestamp().Unix(), 0))}
+	uid, uidOK := parseUID(string(m.GetUID()))
+	rv, rvOK := parseRV(m.GetResourceVersion())
+	e.uid, e.rv = uid, rv
+	if !uidOK || !rvOK {
+		e.flags |= entryInexact
+	}
 	if t, err := time.Parse(time.RFC3339, a[sessions.RevokedAtAnnotation]); err == nil {
-		e.due, e.reason = t.Add(c.RevokedRetention).Unix(), GCReasonRevoked
+		e.due = t.Add(c.RevokedRetention).Unix()
+		e.flags |= entryRevoked
 	} else if t, err := time.Parse(time.RFC3339, a[sessions.ExpiresAtAnnotation]); err == nil {
 		e.due = t.Unix()
 	}
-	return e
+	if c.MaxSessionsPerSubject <= 0 {
+		return e, nil
+	}
+	l := m.GetLabels()
+	subject, ok := parseDigest(l[identityv1alpha1.SubjectLabel])
+	if !ok {
+		return e, nil
+	}
+	if client, ok := parseDigest(l[identityv1alpha1.ClientLabel]); ok {
+		e.client = binary.BigEndian.Uint32(client[:4])
+	}
+	return e, &subject
+}
+
+// parseDigest reads a label value rotor wrote (sessions.LabelValue).
+func parseDigest(v string) ([labelDigestBytes]byte, bool) {
+	var d [labelDigestBytes]byte
+	if len(v) != 2*labelDigestBytes || strings.ToLower(v) != v {
+		return d, false
+	}
+	_, err := hex.Decode(d[:], []byte(v))
+	return d, err == nil
+}
+
+// parseUID reads a UID in the canonical UUID form kube-apiserver gives
+// every object (36 characters, lowercase hex).
+func parseUID(s string) ([16]byte, bool) {
+	var u [16]byte
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, false
+	}
+	h := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36]
+	if strings.ToLower(h) != h {
+		return u, false
+	}
+	_, err := hex.Decode(u[:], []byte(h))
+	return u, err == nil
+}
+
+func formatUID(u [16]byte) types.UID {
+	h := hex.EncodeToString(u[:])
+	return types.UID(h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32])
+}
+
+// parseRV reads a resourceVersion in its canonical decimal form (what
+// kube-apiserver writes: an etcd revision).
+func parseRV(s string) (uint64, bool) {
+	v, err := strconv.ParseUint(s, 10, 64)
+	return v, err == nil && strconv.FormatUint(v, 10) == s
 }
 
 func (c *SessionCollector) poke() {
@@ -329,24 +607,57 @@ func (c *SessionCollector) collectLoop(ctx context.Context) {
 type gcItem struct {
 	name string
 	gcEntry
+	// evict: deleted for the session limit, not because it is due.
+	evict bool
 }
 
-// collect deletes every due session and returns the next collection time.
+// capMember is a live session of a subject over the limit.
+type capMember struct {
+	name string
+	gcEntry
+}
+
+// collect deletes the sessions over their subject's limit and every due
+// session, and returns the next collection time.
 func (c *SessionCollector) collect(ctx context.Context) time.Time {
 	now := c.Clock.Now()
-	var due []gcItem
+	var due, victims []gcItem
 	var next time.Time
 	oldest := now
+	limit := c.MaxSessionsPerSubject
 	c.mu.Lock()
-	for name, e := range c.index {
+	var over map[uint32][]capMember
+	if limit > 0 {
+		over = c.index.overLimit(limit)
+	}
+	c.index.each(func(k sessionKey, name string, e gcEntry) {
+		nameOf := func() string {
+			if name == "" {
+				return k.name()
+			}
+			return name
+		}
 		t := time.Unix(e.due, 0)
 		if e.due == 0 || !t.After(now) {
-			due = append(due, gcItem{name, e})
+			due = append(due, gcItem{name: nameOf(), gcEntry: e})
 			if e.due != 0 && t.Before(oldest) {
 				oldest = t
 			}
+			return // being collected: not live
 		} else if next.IsZero() || t.Before(next) {
 			next = t
+		}
+		if over != nil && e.subject != 0 && !e.revoked() {
+			if m, ok := over[e.subject]; ok {
+				over[e.subject] = append(m, capMember{nameOf(), e})
+			}
+		}
+	})
+	for id, members := range over {
+		for _, v := range overLimit(members, limit) {
+			victims = append(victims, gcItem{name: v.name, gcEntry: v.gcEntry, evict: true})
+			c.Log.V(1).Info("evicting session over the per-subject limit", "session", v.name,
+				"subject", hex.EncodeToString(c.index.subjects[id-1].key[:]), "live", len(members), "limit", limit)
 		}
 	}
 	c.next = next.Unix()
@@ -355,7 +666,7 @@ func (c *SessionCollector) collect(ctx context.Context) time.Time {
 	}
 	c.mu.Unlock()
 	gcOldestExpired.Set(now.Sub(oldest).Seconds())
-	if len(due) == 0 {
+	if len(due) == 0 && len(victims) == 0 {
 		return next
 	}
 	start := time.Now()
@@ -373,7 +684,9 @@ func (c *SessionCollector) collect(ctx context.Context) time.Time {
 			}
 		}()
 	}
-	for _, it := range due {
+	// Evictions first: a backlog of expired sessions (after downtime) must
+	// not hold up the limit.
+	for _, it := range append(victims, due...) {
 		select {
 		case work <- it:
 		case <-ctx.Done():
@@ -382,31 +695,88 @@ func (c *SessionCollector) collect(ctx context.Context) time.Time {
 	close(work)
 	wg.Wait()
 	gcPassDuration.Observe(time.Since(start).Seconds())
-	c.Log.V(1).Info("collected sessions", "due", len(due), "duration", time.Since(start).String())
+	c.Log.V(1).Info("collected sessions", "due", len(due), "evicted", len(victims), "duration", time.Since(start).String())
 	if retry := now.Add(gcRetryAfter); failed.Load() && (next.IsZero() || retry.Before(next)) {
 		next = retry
 	}
 	return next
 }
 
+// overLimit returns the sessions to delete so that a subject's live
+// sessions are at most limit, as if the limit had been checked at every
+// login: in creation order, each session beyond the limit displaces the
+// oldest remaining session of its own client, or the subject's oldest
+// remaining session when its client has no older one. Creation order is
+// creationTimestamp, then resourceVersion (a session's creation revision
+// until it is first refreshed), then name.
+func overLimit(members []capMember, limit int) []capMember {
+	if limit <= 0 || len(members) <= limit {
+		return nil
+	}
+	slices.SortFunc(members, func(a, b capMember) int {
+		return cmp.Or(cmp.Compare(a.created, b.created), cmp.Compare(a.rv, b.rv), strings.Compare(a.name, b.name))
+	})
+	byClient := map[uint32][]int{}
+	for i, m := range members {
+		byClient[m.client] = append(byClient[m.client], i)
+	}
+	gone := make([]bool, len(members))
+	var victims []capMember
+	oldest, live := 0, 0
+	for i, m := range members {
+		if live++; live <= limit {
+			continue
+		}
+		// The client's queue holds i itself, so the loop stops.
+		q := byClient[m.client]
+		for gone[q[0]] {
+			q = q[1:]
+		}
+		byClient[m.client] = q
+		v := q[0]
+		if v == i {
+			// No older session of this client: the subject's oldest,
+			// which is older than i since live > limit >= 1.
+			for gone[oldest] {
+				oldest++
+			}
+			v = oldest
+		}
+		gone[v] = true
+		live--
+		victims = append(victims, members[v])
+	}
+	return victims
+}
+
 // gcRetryAfter spaces retries of deletes that failed for reasons other than
 // a changed session.
 const gcRetryAfter = 5 * time.Second
 
-// delete deletes one due session; false means it should be retried.
+// delete deletes one due or evicted session; false means it should be
+// retried.
 func (c *SessionCollector) delete(ctx context.Context, it gcItem, now time.Time) bool {
 	res := c.Metadata.Resource(sessions.GroupVersionResource).Namespace(c.Namespace)
-	if it.due == 0 {
-		// Written without rotor's annotations (by hand): judge by the spec.
-		var ok bool
-		if it, ok = c.dueBySpec(ctx, it, now); !ok {
+	uid, rv := formatUID(it.uid), strconv.FormatUint(it.rv, 10)
+	if (it.due == 0 && !it.evict) || it.flags&entryInexact != 0 {
+		// Written without rotor's annotations (by hand), or with an
+		// unusual UID or resourceVersion: judge by the object itself.
+		var revoked, ok bool
+		if uid, rv, revoked, ok = c.bySpec(ctx, it, now); !ok {
 			return true
 		}
+		if revoked {
+			it.flags |= entryRevoked
+		}
 	}
-	err := res.Delete(ctx, it.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &it.uid, ResourceVersion: &it.rv}})
+	err := res.Delete(ctx, it.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
 	switch {
 	case err == nil:
-		gcDeleted.WithLabelValues(it.reason).Inc()
+		if it.evict {
+			sessionsEvicted.WithLabelValues(EvictReasonSessionLimit).Inc()
+		} else {
+			gcDeleted.WithLabelValues(it.reason()).Inc()
+		}
 		c.forget(it)
 	case apierrors.IsNotFound(err):
 		c.forget(it)
@@ -421,27 +791,34 @@ func (c *SessionCollector) delete(ctx context.Context, it gcItem, now time.Time)
 	return true
 }
 
-func (c *SessionCollector) dueBySpec(ctx context.Context, it gcItem, now time.Time) (gcItem, bool) {
+// bySpec reads a session and says whether it is still to be deleted (ok):
+// due by its spec, or, for an eviction, not revoked. It returns the UID and
+// resourceVersion read, for the delete's preconditions.
+func (c *SessionCollector) bySpec(ctx context.Context, it gcItem, now time.Time) (uid types.UID, rv string, revoked, ok bool) {
 	rt := &identityv1alpha1.RefreshToken{}
 	if err := c.Reader.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: it.name}, rt); err != nil {
 		if !apierrors.IsNotFound(err) {
 			c.Log.Error(err, "reading session", "session", it.name)
 		}
-		return it, false
+		return "", "", false, false
 	}
-	it.uid, it.rv = rt.UID, rt.ResourceVersion
+	revoked = rt.Spec.RevokedAt != nil
+	if it.evict {
+		return rt.UID, rt.ResourceVersion, revoked, !revoked
+	}
 	due := rt.Spec.EndsAt()
-	if rt.Spec.RevokedAt != nil {
-		due, it.reason = rt.Spec.RevokedAt.Add(c.RevokedRetention), GCReasonRevoked
+	if revoked {
+		due = rt.Spec.RevokedAt.Add(c.RevokedRetention)
 	}
-	return it, !due.After(now)
+	return rt.UID, rt.ResourceVersion, revoked, !due.After(now)
 }
 
 // forget drops an entry unless the watch has already replaced it.
 func (c *SessionCollector) forget(it gcItem) {
 	c.mu.Lock()
-	if cur, ok := c.index[it.name]; ok && cur.rv == it.rv {
-		delete(c.index, it.name)
+	if cur, ok := c.index.get(it.name); ok && cur.rv == it.rv {
+		c.index.remove(it.name)
+		gcTracked.Set(float64(c.index.len()))
 	}
 	c.mu.Unlock()
 }

@@ -139,11 +139,9 @@ func TestSessionCollectorNeverDeletesASessionRefreshedMeanwhile(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(meta.LenList(list)).To(BeZero(), "the list goes to the index, not to the Reflector")
 	g.Expect(gcStore{f.collector}.Replace(nil, "")).To(Succeed())
-	g.Expect(f.collector.index).To(HaveLen(1))
+	g.Expect(f.collector.index.len()).To(Equal(1))
 	var seen gcItem
-	for name, e := range f.collector.index {
-		seen = gcItem{name, e}
-	}
+	f.collector.index.each(func(k sessionKey, _ string, e gcEntry) { seen = gcItem{name: k.name(), gcEntry: e} })
 
 	// The collector decided on what it saw; the session is refreshed before
 	// its delete lands.
@@ -250,7 +248,7 @@ func BenchmarkSessionCollectorSync(b *testing.B) {
 		go func() { defer close(done); _ = c.Start(ctx) }()
 		for tracked := 0; tracked < sessionCount; time.Sleep(time.Millisecond) {
 			c.mu.Lock()
-			tracked = len(c.index)
+			tracked = c.index.len()
 			c.mu.Unlock()
 		}
 		cancel()

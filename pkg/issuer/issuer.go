@@ -52,6 +52,11 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Clock refills the budgets; nil is the real clock.
 	Clock clock.PassiveClock
+	// SessionsPerSubjectBurst and SessionsPerSubjectPerMinute are each
+	// subject's budget of new sessions (successful logins and exchanges) on
+	// this replica (see subjectlimit.go). A burst of 0 disables the limit.
+	SessionsPerSubjectBurst     int
+	SessionsPerSubjectPerMinute float64
 }
 
 // Reviewer authenticates ServiceAccount tokens.
@@ -81,6 +86,8 @@ type Issuer struct {
 	// limiter bounds failed unauthenticated requests per address; nil when
 	// disabled.
 	limiter *limiter
+	// subjects bounds new sessions per subject; nil when disabled.
+	subjects *limiter
 }
 
 // Deps are what the handlers call.
@@ -101,7 +108,7 @@ type Deps struct {
 func New(cfg Config, d Deps) *Issuer {
 	return &Issuer{cfg: cfg, keys: d.Keys, minter: d.Minter, verifier: d.Verifier, sessions: d.Sessions,
 		accounts: d.Accounts, exchange: d.Exchange, introspectors: d.Introspectors, log: d.Log,
-		limiter: newLimiter(cfg.UnauthenticatedBurst, cfg.UnauthenticatedPerSecond, cfg.Clock)}
+		limiter: newLimiter(cfg.UnauthenticatedBurst, cfg.UnauthenticatedPerSecond, cfg.Clock), subjects: newSubjectLimiter(cfg)}
 }
 
 // Paths of the endpoints, relative to the issuer URL.

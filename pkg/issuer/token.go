@@ -103,6 +103,12 @@ func (i *Issuer) passwordGrant(r *http.Request, f form) (*tokenResponse, *oauthE
 	case err != nil:
 		return nil, i.internal(r, "authenticating", err)
 	}
+	admitted, oerr := i.admitSession(r, GrantPassword, acct.Username)
+	if oerr != nil {
+		return nil, oerr
+	}
+	created := false
+	defer func() { sessionCreated(admitted, created) }()
 	subject := tokens.Subject{Subject: acct.Username, ClientID: clientID, Audience: aud, Groups: acct.Groups}
 	// Sign before writing: a session is stored only when its tokens exist.
 	access, _, err := i.minter.Mint(subject)
@@ -115,6 +121,7 @@ func (i *Issuer) passwordGrant(r *http.Request, f form) (*tokenResponse, *oauthE
 	if err != nil {
 		return nil, i.internal(r, "creating session", err)
 	}
+	created = true
 	return i.response(access, refresh), nil
 }
 
@@ -219,6 +226,12 @@ func (i *Issuer) exchangeGrant(r *http.Request, f form) (*tokenResponse, *oauthE
 	if oerr != nil {
 		return nil, oerr
 	}
+	admitted, oerr := i.admitSession(r, GrantTokenExchange, id.Username)
+	if oerr != nil {
+		return nil, oerr
+	}
+	created := false
+	defer func() { sessionCreated(admitted, created) }()
 	access, _, err := i.minter.Mint(tokens.Subject{Subject: id.Username, ClientID: clientID, Audience: aud, Groups: id.Groups})
 	if err != nil {
 		return nil, i.internal(r, "minting access token", err)
@@ -233,6 +246,7 @@ func (i *Issuer) exchangeGrant(r *http.Request, f form) (*tokenResponse, *oauthE
 	if err != nil {
 		return nil, i.internal(r, "creating session", err)
 	}
+	created = true
 	resp := i.response(access, refresh)
 	resp.IssuedTokenType = TokenTypeAccessToken
 	return resp, nil

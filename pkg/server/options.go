@@ -39,6 +39,10 @@ type Options struct {
 	ClockSkew          time.Duration
 	RevokedRetention   time.Duration
 
+	MaxSessionsPerSubject       int
+	SessionsPerSubjectBurst     int
+	SessionsPerSubjectPerMinute float64
+
 	KeyAlgorithm      string
 	KeyRotationPeriod time.Duration
 	KeyPrepublish     time.Duration
@@ -70,6 +74,14 @@ type Options struct {
 	// (zero: controller-runtime's 15s, 10s, 2s); tests shorten them.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 }
+
+// DefaultMaxSessionsPerSubject is the default of --max-sessions-per-subject.
+// A person has a handful of devices; a workload's exchanged sessions end
+// with its ServiceAccount token (an hour, typically), so a pod holds one or
+// two: 100 fits a Deployment of about 50 replicas sharing a ServiceAccount.
+// It bounds what one credential can store at 100 objects (~100 KiB of
+// etcd) instead of one per login for the refresh-token lifetime.
+const DefaultMaxSessionsPerSubject = 100
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
@@ -106,6 +118,10 @@ func DefaultOptions() Options {
 		MetricsSecure:            true,
 		ProbeAddress:             ":8081",
 		LeaderElect:              true,
+
+		MaxSessionsPerSubject:       DefaultMaxSessionsPerSubject,
+		SessionsPerSubjectBurst:     issuer.DefaultSessionsPerSubjectBurst,
+		SessionsPerSubjectPerMinute: issuer.DefaultSessionsPerSubjectPerMinute,
 	}
 }
 
@@ -128,6 +144,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.DefaultClientID, "default-client-id", o.DefaultClientID, "client_id of requests that send none.")
 	fs.DurationVar(&o.ClockSkew, "clock-skew", o.ClockSkew, "Allowed clock skew when verifying tokens.")
 	fs.DurationVar(&o.RevokedRetention, "revoked-session-retention", o.RevokedRetention, "How long revoked sessions stay visible (kubectl get rt) before garbage collection deletes them.")
+	fs.IntVar(&o.MaxSessionsPerSubject, "max-sessions-per-subject", o.MaxSessionsPerSubject, "Live sessions one subject (account or ServiceAccount) may hold. Beyond it the leader deletes the oldest session of the same client, or the subject's oldest, shortly after the new one is created (rotor_sessions_evicted_total). Revoked sessions and sessions created before rotor labelled them do not count. Keep it above twice the replicas of the largest Deployment sharing one ServiceAccount (a pod holds one or two exchanged sessions). 0 disables the limit.")
+	fs.IntVar(&o.SessionsPerSubjectBurst, "sessions-per-subject-burst", o.SessionsPerSubjectBurst, "New sessions (successful logins and token exchanges) one subject may create in a burst, on each replica; over it they are answered 429 with Retry-After and create nothing. 0 disables the limit.")
+	fs.Float64Var(&o.SessionsPerSubjectPerMinute, "sessions-per-subject-per-minute", o.SessionsPerSubjectPerMinute, "New sessions one subject may create per minute after --sessions-per-subject-burst, on each replica.")
 	fs.StringVar(&o.KeyAlgorithm, "key-algorithm", o.KeyAlgorithm, "Algorithm of generated signing keys: ES256, EdDSA or RS256.")
 	fs.DurationVar(&o.KeyRotationPeriod, "key-rotation-period", o.KeyRotationPeriod, "How long a signing key signs before the next one takes over.")
 	fs.DurationVar(&o.KeyPrepublish, "key-prepublish", o.KeyPrepublish, "How long the next signing key is published before it signs; longer than --jwks-max-age.")
@@ -214,6 +233,12 @@ func (o *Options) Validate() error {
 	}
 	if o.SessionCacheSize <= 0 {
 		errs = append(errs, errors.New("--session-cache-size must be positive"))
+	}
+	if o.MaxSessionsPerSubject < 0 || o.SessionsPerSubjectBurst < 0 {
+		errs = append(errs, errors.New("--max-sessions-per-subject and --sessions-per-subject-burst must not be negative (0 disables them)"))
+	}
+	if o.SessionsPerSubjectBurst > 0 && !(o.SessionsPerSubjectPerMinute > 0) {
+		errs = append(errs, errors.New("--sessions-per-subject-per-minute must be positive: at 0 a subject that spent its burst could never log in again"))
 	}
 	if o.AccessTokenTTL > time.Hour {
 		errs = append(errs, errors.New("--access-token-ttl must be at most 1h (RFC 6750 section 5.3)"))

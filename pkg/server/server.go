@@ -260,6 +260,8 @@ func (w *wiring) collector() error {
 		Clock:            w.o.Clock,
 		RevokedRetention: w.o.RevokedRetention,
 		Log:              w.log.WithName("session-gc"),
+
+		MaxSessionsPerSubject: w.o.MaxSessionsPerSubject,
 	})
 }
 
@@ -293,6 +295,9 @@ func (w *wiring) issuer() error {
 		UnauthenticatedPerSecond: o.UnauthenticatedPerSecond,
 		TrustedProxies:           o.trustedProxies(),
 		Clock:                    o.Clock,
+
+		SessionsPerSubjectBurst:     o.SessionsPerSubjectBurst,
+		SessionsPerSubjectPerMinute: o.SessionsPerSubjectPerMinute,
 	}, issuer.Deps{
 		Keys:          w.keys,
 		Minter:        &tokens.Minter{Issuer: o.IssuerURL, TTL: o.AccessTokenTTL, Keys: w.keys, Clock: o.Clock},

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -510,6 +511,15 @@ func (s *Store) rotated(rt *identityv1alpha1.RefreshToken, now time.Time) (*iden
 	next.Spec.LastUsedAt = metav1.NewTime(now)
 	next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(s.cfg.RefreshTTL), rt.Spec.AbsoluteExpiresAt.Time))
 	setExpiresAtAnnotation(next)
+	// A session from before rotor labelled sessions gains its labels with
+	// the write it gets anyway, and from then on counts against its
+	// subject's limit.
+	if next.Labels[identityv1alpha1.SubjectLabel] == "" || next.Labels[identityv1alpha1.ClientLabel] == "" {
+		if next.Labels == nil {
+			next.Labels = map[string]string{}
+		}
+		maps.Copy(next.Labels, Labels(next.Spec.Subject, next.Spec.ClientID))
+	}
 	return next, secret
 }
 

@@ -190,3 +190,29 @@ func TestAPrepareErrorWritesNothing(t *testing.T) {
 	_, err = store.Lookup(ctx, tok)
 	g.Expect(err).NotTo(HaveOccurred(), "the token is still current")
 }
+
+// Sessions created before rotor labelled them gain the labels at their next
+// rotation, and from then on count against their subject's limit.
+func TestARotationLabelsAnUnlabelledSession(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
+	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "old-timer", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(created.Labels).To(Equal(sessions.Labels("old-timer", "cli")))
+
+	// As an older rotor wrote it: no labels.
+	rt := &identityv1alpha1.RefreshToken{}
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
+	rt.Labels = nil
+	g.Expect(env.Client.Update(ctx, rt)).To(Succeed())
+	store.Evict(rt.Name, "")
+
+	_, rotated, err := store.Rotate(ctx, tok, "", nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(rotated.Labels).To(Equal(sessions.Labels("old-timer", "cli")))
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
+	g.Expect(rt.Labels).To(HaveKeyWithValue(identityv1alpha1.SubjectLabel, sessions.LabelValue("old-timer")))
+}
