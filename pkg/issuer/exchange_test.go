@@ -3,6 +3,7 @@ package issuer_test
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -266,4 +267,24 @@ func TestAWorkloadSessionEndsWhenTheExchangedTokenDoes(t *testing.T) {
 	g.Expect(next.Status).To(Equal(http.StatusOK), "before the token's expiry")
 	clock.SetTime(claims.ExpiresAt.Time)
 	g.Expect(r.refresh(t, next.RefreshToken).Error).To(Equal("invalid_grant"), "at the token's expiry: exchange again")
+}
+
+// The longest ServiceAccount subject, system:serviceaccount: with a
+// 63-character namespace and a 253-character name (339 characters), used to
+// end in a 500: the CRD allowed 316.
+func TestTheLongestServiceAccountNamesExchange(t *testing.T) {
+	g := NewWithT(t)
+	ns := strings.Repeat("n", 58) + "-" + strings.ToLower(rand.Text()[:4])
+	g.Expect(env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	name := strings.Repeat("s", 63) + "." + strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 61)
+	g.Expect(len(ns)).To(Equal(63))
+	g.Expect(len(name)).To(Equal(253))
+	r := startReplica(t, ns, newClock(), allowExchange(ns+"/*"))
+	reply := exchange(t, r, serviceAccountToken(t, ns, name, "rotor"))
+	g.Expect(reply.Status).To(Equal(http.StatusOK), "%+v", reply)
+	rt, err := session(t, ns, reply.RefreshToken)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(rt.Spec.Subject).To(HaveLen(339))
+	r.Clock.Step(time.Minute)
+	g.Expect(r.refresh(t, reply.RefreshToken).Status).To(Equal(http.StatusOK))
 }
