@@ -3,8 +3,8 @@ package issuer_test
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
