@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // discovery is GET /.well-known/openid-configuration (RFC 8414, OpenID
 // Connect Discovery). issuer is exactly the configured URL.
 func (i *Issuer) discovery(w http.ResponseWriter, r *http.Request) {
 	if !allowGet(w, r) {
+		return
+	}
+	if !i.keysLoaded(w) {
 		return
 	}
 	u := strings.TrimSuffix(i.cfg.URL, "/")
@@ -53,6 +57,9 @@ func (i *Issuer) jwks(w http.ResponseWriter, r *http.Request) {
 	if !allowGet(w, r) {
 		return
 	}
+	if !i.keysLoaded(w) {
+		return
+	}
 	body, etag := i.keys.JWKS()
 	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(i.cfg.JWKSMaxAge.Seconds())))
 	w.Header().Set("ETag", etag)
@@ -62,6 +69,21 @@ func (i *Issuer) jwks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write(body)
+}
+
+// keysLoaded answers 503 with Retry-After, never cached, until the signing
+// keys are loaded: an empty key set or a discovery document without
+// algorithms, served with a max-age, would make verifiers that honour
+// Cache-Control (the Kubernetes API server among them) refuse every token
+// for that long.
+func (i *Issuer) keysLoaded(w http.ResponseWriter) bool {
+	if _, ok := i.keys.Active(); ok {
+		return true
+	}
+	e := newError(http.StatusServiceUnavailable, errTemporarilyUnavail, "the signing keys are not loaded yet; retry shortly")
+	e.retryAfter = time.Second
+	writeError(w, e)
+	return false
 }
 
 // revoke is POST /revoke (RFC 7009): 200 whether or not the token was known.
