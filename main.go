@@ -4,6 +4,8 @@
 //	rotor [serve] [flags]              the manager and the issuer, against a cluster
 //	rotor dev [flags]                  the same against a local control plane, with a demo account
 //	rotor account create NAME [flags]  print an account Secret; the password is read from stdin
+//	rotor client create NAME [flags]   print an OAuthClient (and its Secret); the secret goes to stderr
+//	rotor client rotate-secret NAME    read the client's Secret on stdin, print it with a new secret's hash
 package main
 
 import (
@@ -16,13 +18,17 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap/zapcore"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/dev"
+	"rotor.dev/rotor/pkg/oauthclients"
 	"rotor.dev/rotor/pkg/server"
 )
 
@@ -53,11 +59,21 @@ func run(args []string) error {
 			return errors.New("usage: rotor account create NAME [--groups a,b] [--namespace NS] < password")
 		}
 		return accountCreate(args[1:], os.Stdin, os.Stdout)
+	case "client":
+		if len(args) > 0 {
+			switch args[0] {
+			case "create":
+				return clientCreate(args[1:], os.Stdout, os.Stderr)
+			case "rotate-secret":
+				return clientRotateSecret(args[1:], os.Stdin, os.Stdout, os.Stderr)
+			}
+		}
+		return errors.New("usage: rotor client create NAME --type Public|Confidential --grant G --audience A [flags], or rotor client rotate-secret NAME [flags] < secret.yaml")
 	case "version":
 		fmt.Println(version)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (serve, dev, account create, version)", cmd)
+	return fmt.Errorf("unknown command %q (serve, dev, account create, client create, client rotate-secret, version)", cmd)
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -157,4 +173,161 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+const clientCreateUsage = "usage: rotor client create NAME --type Public|Confidential --grant G[,G] --audience A[,A] [--scope S[,S]] [--namespace NS] [--secret-file PATH]"
+
+// clientCreate prints the manifests of a new OAuthClient, and of its Secret
+// if it is Confidential; the generated secret is written once, to stderr or
+// to --secret-file, never to stdout with the manifests.
+func clientCreate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rotor client create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	namespace := fs.String("namespace", server.DefaultOptions().Namespace, "Namespace of the client (rotor's namespace).")
+	clientType := fs.String("type", "", "Public (sends its client_id only) or Confidential (authenticates with a generated secret). Required.")
+	secretFile := fs.String("secret-file", "", "Write the generated secret to this file (mode 0600) instead of stderr.")
+	var spec identityv1alpha1.OAuthClientSpec
+	fs.Func("grant", "Grant type the client may use: password, refresh_token, client_credentials, token-exchange (or its URN). Repeatable or comma-separated; at least one.", func(v string) error {
+		for _, g := range splitList(v) {
+			if g == "token-exchange" {
+				g = string(identityv1alpha1.GrantTokenExchange)
+			}
+			spec.GrantTypes = append(spec.GrantTypes, identityv1alpha1.GrantType(g))
+		}
+		return nil
+	})
+	fs.Func("audience", "Audience the client may request; the first is the default. Repeatable or comma-separated; at least one.", func(v string) error {
+		spec.Audiences = append(spec.Audiences, splitList(v)...)
+		return nil
+	})
+	fs.Func("scope", "Scope the client may request. Repeatable or comma-separated.", func(v string) error {
+		spec.Scopes = append(spec.Scopes, splitList(v)...)
+		return nil
+	})
+	fs.Func("access-token-lifetime", "Lifetime of the client's access tokens, at most 1h (default: the server's).", durationFlag(&spec, func(l *identityv1alpha1.TokenLifetimes) **metav1.Duration { return &l.AccessToken }))
+	fs.Func("refresh-token-lifetime", "Sliding lifetime of the client's refresh tokens (default: the server's).", durationFlag(&spec, func(l *identityv1alpha1.TokenLifetimes) **metav1.Duration { return &l.RefreshToken }))
+	fs.Func("session-max-lifetime", "Absolute lifetime of the client's sessions (default: the server's).", durationFlag(&spec, func(l *identityv1alpha1.TokenLifetimes) **metav1.Duration { return &l.SessionMax }))
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return errors.New(clientCreateUsage)
+	}
+	name := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; %s", fs.Args(), clientCreateUsage)
+	}
+	switch strings.ToLower(*clientType) {
+	case "public":
+		spec.Type = identityv1alpha1.ClientTypePublic
+	case "confidential":
+		spec.Type = identityv1alpha1.ClientTypeConfidential
+	default:
+		return fmt.Errorf("--type must be Public or Confidential, not %q", *clientType)
+	}
+	m, err := oauthclients.Manifests(name, *namespace, spec)
+	if err != nil {
+		return err
+	}
+	if m.PlaintextSecret != "" {
+		if err := showSecret(name, m.PlaintextSecret, *secretFile, stderr); err != nil {
+			return err
+		}
+	} else if *secretFile != "" {
+		return errors.New("--secret-file: a Public client has no secret")
+	}
+	_, err = stdout.Write(m.YAML())
+	return err
+}
+
+// durationFlag sets one of spec's token lifetimes.
+func durationFlag(spec *identityv1alpha1.OAuthClientSpec, field func(*identityv1alpha1.TokenLifetimes) **metav1.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		if d <= 0 {
+			return errors.New("must be positive")
+		}
+		if spec.TokenLifetimes == nil {
+			spec.TokenLifetimes = &identityv1alpha1.TokenLifetimes{}
+		}
+		*field(spec.TokenLifetimes) = &metav1.Duration{Duration: d}
+		return nil
+	}
+}
+
+const clientRotateUsage = "usage: kubectl -n NS get secret client-secret-NAME -o yaml | rotor client rotate-secret NAME [--namespace NS] [--secret-file PATH] [--drop-previous]"
+
+// clientRotateSecret reads a client-secret Secret on stdin (rotor cannot read
+// the cluster: it prints manifests) and prints it with a new secret's hash
+// added, the current one kept; or, with --drop-previous, with the newest
+// hash only, ending the rotation.
+func clientRotateSecret(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rotor client rotate-secret", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	namespace := fs.String("namespace", server.DefaultOptions().Namespace, "Namespace of the client (rotor's namespace); a Secret on stdin in another is refused.")
+	secretFile := fs.String("secret-file", "", "Write the new secret to this file (mode 0600) instead of stderr.")
+	drop := fs.Bool("drop-previous", false, "End a rotation: keep only the newest hash, so the previous secret stops working. No new secret.")
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return errors.New(clientRotateUsage)
+	}
+	name := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; %s", fs.Args(), clientRotateUsage)
+	}
+	in, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+	if err != nil {
+		return fmt.Errorf("reading the Secret from stdin: %w", err)
+	}
+	rotate := oauthclients.RotateSecret
+	if *drop {
+		if *secretFile != "" {
+			return errors.New("--secret-file: --drop-previous creates no secret")
+		}
+		rotate = oauthclients.DropPrevious
+	}
+	r, err := rotate(in, name, *namespace)
+	if err != nil {
+		return err
+	}
+	if r.PlaintextSecret != "" {
+		if err := showSecret(name, r.PlaintextSecret, *secretFile, stderr); err != nil {
+			return err
+		}
+	}
+	_, err = stdout.Write(r.Secret)
+	return err
+}
+
+// showSecret hands the plaintext secret over once: into path (created or
+// truncated, mode 0600) or on stderr.
+func showSecret(client, secret, path string, stderr io.Writer) error {
+	if path == "" {
+		_, err := fmt.Fprintf(stderr, "Secret of client %s (shown once; rotor keeps only its hash):\n%s\n", client, secret)
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("--secret-file: %w", err)
+	}
+	// An existing file (mktemp's) keeps its mode on open: make it private
+	// before the secret is in it.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("--secret-file: %w", err)
+	}
+	if _, err := fmt.Fprintln(f, secret); err != nil {
+		f.Close()
+		return fmt.Errorf("--secret-file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--secret-file: %w", err)
+	}
+	_, err = fmt.Fprintf(stderr, "Secret of client %s written to %s (rotor keeps only its hash)\n", client, path)
+	return err
 }

@@ -510,7 +510,7 @@ func TestChartSessionQuota(t *testing.T) {
 		g.Expect(q.Labels).To(HaveKeyWithValue("app.kubernetes.io/name", "rotor"))
 	}
 	// The quota counts exactly the resource the CRD serves.
-	crd := fromUnstructured[apiextensionsv1.CustomResourceDefinition](t, only(t, mustRender(t, "auth"), "CustomResourceDefinition"))
+	crd := fromUnstructured[apiextensionsv1.CustomResourceDefinition](t, named(t, mustRender(t, "auth"), "CustomResourceDefinition", "refreshtokens.identity.rotor.dev"))
 	g.Expect("count/" + crd.Spec.Names.Plural + "." + crd.Spec.Group).To(Equal("count/refreshtokens.identity.rotor.dev"))
 	full := fromUnstructured[corev1.ResourceQuota](t, only(t, mustRender(t, "auth", variantArgs(t, "full")...), "ResourceQuota"))
 	g.Expect(full.Name).To(Equal("issuer-sessions"))

@@ -146,6 +146,7 @@ func TestChartServerSideDryRun(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(kinds(objs)).To(ConsistOf(
 			"Namespace/rotor-system", "CustomResourceDefinition/refreshtokens.identity.rotor.dev",
+			"CustomResourceDefinition/oauthclients.identity.rotor.dev",
 			"ServiceAccount/rotor", "Role/rotor", "RoleBinding/rotor", "ClusterRole/rotor", "ClusterRoleBinding/rotor",
 			"ClusterRole/rotor-metrics-reader",
 			"Service/rotor", "Service/rotor-metrics", "Deployment/rotor", "PodDisruptionBudget/rotor"))
@@ -161,7 +162,10 @@ func TestChartServerSideDryRun(t *testing.T) {
 
 		stdout, _, err = serverDryRun(t, kc, "-k", filepath.Join(root(t), "config", "samples"))
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(stdout).To(Equal("refreshtoken.identity.rotor.dev/sample-alice serverside-applied (server dry run)\n"))
+		g.Expect(strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")).To(ConsistOf(
+			"oauthclient.identity.rotor.dev/billing serverside-applied (server dry run)",
+			"oauthclient.identity.rotor.dev/rotor-cli serverside-applied (server dry run)",
+			"refreshtoken.identity.rotor.dev/sample-alice serverside-applied (server dry run)"))
 	})
 }
 
@@ -172,7 +176,11 @@ func helmCmd(t *testing.T, kubeconfig string, args ...string) (string, error) {
 	return out, err
 }
 
+// crdName is the sessions' CRD, whose survival the install test checks;
+// crdNames are every CRD the chart renders.
 const crdName = "refreshtokens.identity.rotor.dev"
+
+var crdNames = []string{"oauthclients.identity.rotor.dev", crdName}
 
 var crdGVK = schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"}
 
@@ -186,9 +194,9 @@ func getCRD(t *testing.T) *unstructured.Unstructured {
 	return u
 }
 
-// adoptCRD lets release ns/name take over the CRD that the test control
+// adoptCRD lets release ns/name take over the CRDs that the test control
 // plane installed (as `kubectl apply -k config/crd` would have), which is
-// what the chart README tells users to do; the test restores it afterwards.
+// what the chart README tells users to do; the test restores them afterwards.
 func adoptCRD(t *testing.T, release, ns string) {
 	t.Helper()
 	patch := func(labelValue, nameValue, nsValue, keepValue any) {
@@ -199,11 +207,13 @@ func adoptCRD(t *testing.T, release, ns string) {
 				"helm.sh/resource-policy": keepValue,
 			},
 		}})
-		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(crdGVK)
-		u.SetName(crdName)
-		if err := env.Client.Patch(context.Background(), u, client.RawPatch(types.MergePatchType, body)); err != nil {
-			t.Fatalf("patching CRD: %v", err)
+		for _, name := range crdNames {
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(crdGVK)
+			u.SetName(name)
+			if err := env.Client.Patch(context.Background(), u, client.RawPatch(types.MergePatchType, body)); err != nil {
+				t.Fatalf("patching CRD %s: %v", name, err)
+			}
 		}
 	}
 	patch("Helm", release, ns, nil)

@@ -36,6 +36,7 @@ import (
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/issuer"
 	"rotor.dev/rotor/pkg/keys"
+	"rotor.dev/rotor/pkg/oauthclients"
 	"rotor.dev/rotor/pkg/scheme"
 	"rotor.dev/rotor/pkg/sessions"
 	"rotor.dev/rotor/pkg/tokens"
@@ -76,6 +77,7 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 		{"creating the manager", w.manager},
 		{"setting up signing keys", w.signingKeys},
 		{"setting up accounts", w.accounts},
+		{"setting up OAuth clients", w.oauthClients},
 		{"setting up the session store", w.sessions},
 		{"setting up the session collector", w.collector},
 		{"setting up the issuer", w.issuer},
@@ -103,6 +105,7 @@ type wiring struct {
 	mgr      manager.Manager
 	keys     *keys.Set
 	accts    *accounts.Store
+	clients  *oauthclients.SecretCache
 	apiCfg   *rest.Config // the token path's own rate limit and user agent
 	api      client.Client
 	meta     metadata.Interface
@@ -200,6 +203,26 @@ func (w *wiring) accounts() error {
 	}
 	w.accts = accts
 	return w.mgr.Add(accts)
+}
+
+// oauthClients: the client-secret Secrets, through their own filtered cache
+// (every replica), and the reconciler (leader only) that reports whether
+// each OAuthClient is usable.
+func (w *wiring) oauthClients() error {
+	secrets, err := oauthclients.NewSecretCache(w.cfg, scheme.Scheme, w.o.Namespace)
+	if err != nil {
+		return err
+	}
+	if err := w.mgr.Add(secrets); err != nil {
+		return err
+	}
+	w.clients = secrets
+	return (&controllers.OAuthClientReconciler{
+		Client:   w.mgr.GetClient(),
+		Secrets:  secrets,
+		Recorder: w.mgr.GetEventRecorder("rotor-oauth-clients"),
+		Clock:    w.o.Clock,
+	}).SetupWithManager(w.mgr)
 }
 
 // sessions: the store on the token path and the watch that evicts its cache
@@ -318,8 +341,9 @@ const refusedReviewTTL = 10 * time.Second
 // probes: ready once keys, accounts and the session watch are there.
 func (w *wiring) probes() error {
 	for name, check := range map[string]healthz.Checker{
-		"signing-keys": w.keys.ReadyCheck,
-		"accounts":     w.accts.ReadyCheck,
+		"signing-keys":   w.keys.ReadyCheck,
+		"accounts":       w.accts.ReadyCheck,
+		"client-secrets": w.clients.ReadyCheck,
 		"sessions": func(*http.Request) error {
 			if !w.evictor.Synced() {
 				return errors.New("session watch not established")
@@ -337,7 +361,7 @@ func (w *wiring) probes() error {
 // ownSecretTypes are the Secrets rotor expects in its namespace: its own,
 // its serving certificate, Helm's release records and image pull secrets.
 var ownSecretTypes = []corev1.SecretType{
-	keys.SecretType, accounts.SecretType, corev1.SecretTypeTLS, "helm.sh/release.v1", corev1.SecretTypeDockerConfigJson,
+	keys.SecretType, accounts.SecretType, oauthclients.SecretType, corev1.SecretTypeTLS, "helm.sh/release.v1", corev1.SecretTypeDockerConfigJson,
 }
 
 // namespaceCheck warns at start when rotor's namespace holds Secrets of
