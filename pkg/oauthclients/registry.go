@@ -1,0 +1,171 @@
+package oauthclients
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+)
+
+// Registry resolves and authenticates the OAuth clients of one namespace
+// from informer caches: the manager's cache for OAuthClients and the
+// SecretCache for their Secrets. It makes no API request per call. The token
+// endpoint (pkg/issuer) is to call it for every request; it does not yet.
+type Registry struct {
+	clients   client.Reader
+	secrets   *SecretCache
+	namespace string
+}
+
+// NewRegistry returns a Registry of the clients of namespace. clients must
+// be a cache reader (the manager's GetCache(), or its client, whose reads
+// are cached): a Registry is on the path of every token request, and an
+// uncached reader would make an API request for each.
+func NewRegistry(clients client.Reader, secrets *SecretCache, namespace string) *Registry {
+	return &Registry{clients: clients, secrets: secrets, namespace: namespace}
+}
+
+// Lookup resolves client id. found is false when there is no such
+// OAuthClient (or id cannot name one). A client that is found but may not be
+// served has Ready false and NotReady saying why: a refresh for it is
+// refused (invalid_grant), an authentication invalid_client. err is the
+// cache's, for the caller to answer 503/500 (such as a cache not started).
+//
+// Ready means all of:
+//   - the reconciler's Ready condition is True (whatever generation it
+//     judged, so that an edit does not take the client offline until the
+//     reconciler, which runs on the leader only, catches up);
+//   - the spec as it is now passes CheckSpec, so that an edit breaking the
+//     client takes effect at once;
+//   - for a Confidential client, its Secret is in the cache now and holds a
+//     well-formed hash, so that a Secret deleted or emptied takes effect at
+//     once too.
+func (r *Registry) Lookup(ctx context.Context, id string) (c *Client, found bool, err error) {
+	c, _, found, err = r.lookup(ctx, id)
+	return c, found, err
+}
+
+// lookup is Lookup, also returning a Confidential client's hashes.
+func (r *Registry) lookup(ctx context.Context, id string) (*Client, []string, bool, error) {
+	// A client_id that is no object name names no client; asking the cache
+	// for it would only risk an odd key.
+	if len(validation.IsDNS1123Subdomain(id)) > 0 {
+		return nil, nil, false, nil
+	}
+	oac := &identityv1alpha1.OAuthClient{}
+	err := r.clients.Get(ctx, client.ObjectKey{Namespace: r.namespace, Name: id}, oac)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil, false, nil
+	case err != nil:
+		return nil, nil, false, fmt.Errorf("reading OAuthClient %s: %w", id, err)
+	}
+	c := resolve(oac)
+	if cond := apimeta.FindStatusCondition(oac.Status.Conditions, identityv1alpha1.ConditionReady); cond == nil || cond.Status != metav1.ConditionTrue {
+		c.NotReady = "its Ready condition is not True"
+		return c, nil, true, nil
+	}
+	if err := CheckSpec(&oac.Spec); err != nil {
+		c.NotReady = err.Error()
+		return c, nil, true, nil
+	}
+	var hashes []string
+	if c.Type == identityv1alpha1.ClientTypeConfidential {
+		sec := &corev1.Secret{}
+		err := r.secrets.Get(ctx, client.ObjectKey{Namespace: r.namespace, Name: oac.Spec.SecretRef.Name}, sec)
+		switch {
+		case apierrors.IsNotFound(err):
+			c.NotReady = "its Secret " + oac.Spec.SecretRef.Name + " is missing"
+			return c, nil, true, nil
+		case err != nil:
+			return nil, nil, false, fmt.Errorf("reading Secret %s: %w", oac.Spec.SecretRef.Name, err)
+		}
+		if hashes, err = ParseSecret(sec); err != nil {
+			c.NotReady = err.Error()
+			return c, nil, true, nil
+		}
+	}
+	c.Ready = true
+	return c, hashes, true, nil
+}
+
+// resolve is the Client view of oac, Ready false.
+func resolve(oac *identityv1alpha1.OAuthClient) *Client {
+	c := &Client{
+		ID:        oac.Name,
+		Type:      oac.Spec.Type,
+		Grants:    make(map[string]struct{}, len(oac.Spec.GrantTypes)),
+		Audiences: append([]string(nil), oac.Spec.Audiences...),
+		Scopes:    make(map[string]struct{}, len(oac.Spec.Scopes)),
+	}
+	for _, g := range oac.Spec.GrantTypes {
+		c.Grants[string(g)] = struct{}{}
+	}
+	for _, s := range oac.Spec.Scopes {
+		c.Scopes[s] = struct{}{}
+	}
+	if oac.Spec.TokenLifetimes != nil {
+		c.Overrides = oac.Spec.TokenLifetimes.DeepCopy()
+	}
+	return c
+}
+
+// Authenticate authenticates the client of creds (from ClientCredentials)
+// and returns it, Ready. Its refusals are *Error:
+//   - no client_id: invalid_request, 400 (the caller substitutes
+//     --default-client-id before calling, so this is a request that had to
+//     name its client and did not);
+//   - an unknown client, a client that is not Ready, a Confidential client
+//     without a secret or with a wrong one, a Public client sending a secret:
+//     invalid_client, 401 (RFC 6749 section 5.2: "Client authentication
+//     failed (e.g., unknown client, no client authentication included, or
+//     unsupported authentication method)"). A client that is not Ready is
+//     invalid_client and not unauthorized_client: unauthorized_client is
+//     for "the authenticated client" using a grant it may not, while a
+//     client that is not Ready cannot be authenticated at all (its Secret may
+//     be missing or malformed) and must not be served whatever the grant.
+//
+// A Confidential client's secret is checked with Verify against both hashes
+// of its Secret, in constant time. An empty secret is no secret, whatever the
+// method: a Public client using HTTP Basic with an empty password (as
+// golang.org/x/oauth2 does in its header style) is authenticated.
+//
+// Any other error is the cache's (see Lookup). Descriptions never contain a
+// secret or a hash.
+func (r *Registry) Authenticate(ctx context.Context, creds Credentials) (*Client, error) {
+	basic := creds.Method == MethodBasic
+	if creds.ID == "" {
+		return nil, badRequest(CodeInvalidRequest, ReasonMissingClientID, basic, "missing parameter client_id")
+	}
+	c, hashes, found, err := r.lookup(ctx, creds.ID)
+	switch {
+	case err != nil:
+		return nil, err
+	case !found:
+		return nil, invalidClient(ReasonUnknownClient, basic, "unknown client")
+	case !c.Ready:
+		return nil, invalidClient(ReasonNotReady, basic, "the client is not ready; see its Ready condition")
+	}
+	// CheckSpec has passed: the type is Confidential or Public.
+	if c.Type == identityv1alpha1.ClientTypeConfidential {
+		if creds.Secret == "" {
+			return nil, invalidClient(ReasonMissingSecret, basic,
+				"the client must authenticate with its secret (client_secret_basic or client_secret_post)")
+		}
+		if !Verify(creds.Secret, hashes) {
+			return nil, invalidClient(ReasonWrongSecret, basic, "client authentication failed")
+		}
+		return c, nil
+	}
+	if creds.Secret != "" {
+		return nil, invalidClient(ReasonUnexpectedSecret, basic, "a public client has no secret: send client_id only")
+	}
+	return c, nil
+}
