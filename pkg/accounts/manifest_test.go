@@ -114,24 +114,6 @@ func TestValidateUsername(t *testing.T) {
 	}
 }
 
-func TestAddressKey(t *testing.T) {
-	for _, tc := range []struct {
-		name, addr, want string
-	}{
-		{"an IPv4 address is itself", "192.0.2.1", "192.0.2.1"},
-		{"a port is dropped", "192.0.2.1:8443", "192.0.2.1"},
-		{"IPv4-mapped IPv6 is IPv4", "::ffff:192.0.2.1", "192.0.2.1"},
-		{"IPv6 is grouped by /64", "2001:db8::1", "2001:db8::/64"},
-		{"IPv6 with a port and zone is grouped by /64", "[fe80::1%eth0]:443", "fe80::/64"},
-		{"an empty address is its own key", "", ""},
-		{"an unparsable address is kept, cut to 64 bytes", strings.Repeat("z", 100), strings.Repeat("z", 64)},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			NewWithT(t).Expect(addressKey(tc.addr)).To(Equal(tc.want))
-		})
-	}
-}
-
 func TestParseDisabled(t *testing.T) {
 	for _, tc := range []struct {
 		name, value string

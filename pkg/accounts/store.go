@@ -23,6 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"rotor.dev/rotor/pkg/ratelimit"
 )
 
 // Defaults for zero Options; rotor's flags default to them too.
@@ -342,7 +344,7 @@ func (s *Store) Authenticate(ctx context.Context, username, password, clientAddr
 	if ValidateUsername(username) != nil {
 		userKey = "\x00invalid"
 	}
-	addrKey := addressKey(clientAddr)
+	addrKey := ratelimit.AddressKey(clientAddr)
 	// A username that no Secret claims may be a password typed into the
 	// wrong field: it is never logged.
 	logName := "(unknown)"

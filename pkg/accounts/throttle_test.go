@@ -113,7 +113,7 @@ func TestThrottleSuccessesSpendNothing(t *testing.T) {
 	g := NewWithT(t)
 	th := newTestThrottle(t, 1000)
 	g.Expect(play(th, t0, repeat(20, try{"alice", "192.0.2.1", false})...)).To(Equal(20))
-	g.Expect(th.pairs.m).To(BeEmpty())
+	g.Expect(th.pairs.Len()).To(BeZero())
 }
 
 func TestThrottledAttemptsCreateNoState(t *testing.T) {
@@ -121,9 +121,9 @@ func TestThrottledAttemptsCreateNoState(t *testing.T) {
 	th := newTestThrottle(t, 1000)
 	// The address's budget is spent on 30 names; 10,000 more are refused.
 	g.Expect(play(th, t0, spray("203.0.113.9", 10_030)...)).To(Equal(30))
-	g.Expect(th.pairs.m).To(HaveLen(30))
-	g.Expect(th.users.m).To(HaveLen(30))
-	g.Expect(th.addrs.m).To(HaveLen(1))
+	g.Expect(th.pairs.Len()).To(Equal(30))
+	g.Expect(th.users.Len()).To(Equal(30))
+	g.Expect(th.addrs.Len()).To(Equal(1))
 	g.Expect(th.inflight).To(BeEmpty())
 }
 
@@ -138,7 +138,7 @@ func TestJunkCannotEvictADrainedBucket(t *testing.T) {
 	}
 	_, ok := th.admit("alice", "192.0.2.1", t0)
 	g.Expect(ok).To(BeFalse(), "alice's drained pair bucket survived the junk")
-	g.Expect(len(th.pairs.m)).To(BeNumerically("<=", 50))
+	g.Expect(th.pairs.Len()).To(BeNumerically("<=", 50))
 }
 
 func TestFullBucketsAreForgotten(t *testing.T) {
@@ -148,8 +148,8 @@ func TestFullBucketsAreForgotten(t *testing.T) {
 	// A minute later both have refilled; a new failure makes room by
 	// dropping them, not by refusing.
 	play(th, t0.Add(time.Minute), try{"carol", "192.0.2.3", true})
-	g.Expect(th.pairs.m).To(HaveLen(1))
-	g.Expect(th.pairs.m).To(HaveKey("p\x00carol\x00192.0.2.3"))
+	g.Expect(th.pairs.Len()).To(Equal(1))
+	g.Expect(th.pairs.Has("p\x00carol\x00192.0.2.3")).To(BeTrue())
 }
 
 func TestConcurrentAttemptsReserveTheBudget(t *testing.T) {

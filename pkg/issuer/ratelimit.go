@@ -3,15 +3,15 @@ package issuer
 import (
 	"context"
 	"math"
-	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"rotor.dev/rotor/pkg/ratelimit"
 )
 
 // Requests that have proved nothing yet cost the API server: a refresh or a
@@ -41,7 +41,7 @@ import (
 //
 // Buckets exist only while they are not full, at most maxTrackedAddresses of
 // them; at that size the buckets nearest to full are dropped first, never
-// one an attacker has just emptied (buckets, as in pkg/accounts).
+// one an attacker has just emptied (pkg/ratelimit).
 
 // maxTrackedAddresses bounds the limiter's memory (about 100 bytes a
 // bucket). A bucket lives until it is full again, burst/rate seconds after
@@ -59,10 +59,10 @@ const (
 // A nil *limiter admits everything.
 type limiter struct {
 	clock  clock.PassiveClock
-	limits limits
+	limits ratelimit.Limits
 
 	mu      sync.Mutex
-	buckets *buckets
+	buckets *ratelimit.Buckets
 	// inflight counts admitted requests whose outcome is not known yet,
 	// per address key.
 	inflight map[string]int
@@ -78,8 +78,8 @@ func newLimiter(burst int, perSecond float64, clk clock.PassiveClock) *limiter {
 	}
 	return &limiter{
 		clock:    clk,
-		limits:   limits{burst: float64(burst), rate: max(perSecond, 0)},
-		buckets:  newBuckets(maxTrackedAddresses),
+		limits:   ratelimit.Limits{Burst: float64(burst), Rate: max(perSecond, 0)},
+		buckets:  ratelimit.NewBuckets(maxTrackedAddresses),
 		inflight: map[string]int{},
 	}
 }
@@ -98,7 +98,7 @@ func (l *limiter) admit(key string) (*admission, time.Duration) {
 	now := l.clock.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	left := l.buckets.tokens(key, l.limits, now) - float64(l.inflight[key])
+	left := l.buckets.Tokens(key, l.limits, now) - float64(l.inflight[key])
 	if left < 1 {
 		return nil, l.retryAfter(left)
 	}
@@ -110,10 +110,10 @@ func (l *limiter) admit(key string) (*admission, time.Duration) {
 // reservations) has one again: whole seconds, at least one, at most the
 // time to refill the whole burst.
 func (l *limiter) retryAfter(left float64) time.Duration {
-	if l.limits.rate <= 0 {
+	if l.limits.Rate <= 0 {
 		return time.Hour // never refills: --unauthenticated-per-second 0
 	}
-	s := min((1-left)/l.limits.rate, l.limits.burst/l.limits.rate)
+	s := min((1-left)/l.limits.Rate, l.limits.Burst/l.limits.Rate)
 	return time.Duration(max(1, math.Ceil(s))) * time.Second
 }
 
@@ -138,7 +138,7 @@ func (a *admission) done(spend bool) {
 		delete(l.inflight, a.key)
 	}
 	if spend {
-		l.buckets.spend(a.key, l.limits, now)
+		l.buckets.Spend(a.key, l.limits, now)
 	}
 }
 
@@ -146,7 +146,7 @@ func (a *admission) done(spend bool) {
 func (l *limiter) tracked() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.buckets.m)
+	return l.buckets.Len()
 }
 
 // Endpoint labels of rotor_requests_throttled_total.
@@ -181,7 +181,7 @@ func (i *Issuer) limit(endpoint string, h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		a, wait := i.limiter.admit(addressKey(r.RemoteAddr))
+		a, wait := i.limiter.admit(ratelimit.AddressKey(r.RemoteAddr))
 		if a == nil {
 			requestsThrottled.WithLabelValues(endpoint).Inc()
 			writeError(w, throttledError(endpoint, wait))
@@ -292,7 +292,7 @@ func (i *Issuer) fromClient(h http.Handler) http.Handler {
 // chain of trusted proxies only yields its left-most one. ok is false when
 // the peer itself does not parse.
 func clientIP(remoteAddr string, xff []string, trusted []netip.Prefix) (netip.Addr, bool) {
-	peer, ok := parseIP(remoteAddr)
+	peer, ok := ratelimit.ParseIP(remoteAddr)
 	if !ok {
 		return netip.Addr{}, false
 	}
@@ -306,7 +306,7 @@ func clientIP(remoteAddr string, xff []string, trusted []netip.Prefix) (netip.Ad
 		}
 		entries := strings.Split(xff[line], ",")
 		for e := len(entries) - 1; e >= 0; e-- {
-			ip, ok := parseIP(strings.TrimSpace(entries[e]))
+			ip, ok := ratelimit.ParseIP(strings.TrimSpace(entries[e]))
 			if !ok {
 				return addr, true
 			}
@@ -318,20 +318,6 @@ func clientIP(remoteAddr string, xff []string, trusted []netip.Prefix) (netip.Ad
 	return addr, true
 }
 
-// parseIP reads "ip", "ip:port" or "[ipv6]:port", normalised: IPv4-mapped
-// IPv6 becomes IPv4, and zones are dropped.
-func parseIP(s string) (netip.Addr, bool) {
-	ip, err := netip.ParseAddr(s)
-	if err != nil {
-		ap, perr := netip.ParseAddrPort(s)
-		if perr != nil {
-			return netip.Addr{}, false
-		}
-		ip = ap.Addr()
-	}
-	return ip.Unmap().WithZone(""), true
-}
-
 func inAny(ip netip.Addr, prefixes []netip.Prefix) bool {
 	for _, p := range prefixes {
 		if p.Contains(ip) {
@@ -339,108 +325,4 @@ func inAny(ip netip.Addr, prefixes []netip.Prefix) bool {
 		}
 	}
 	return false
-}
-
-// maxAddrKey bounds the key kept for an address that does not parse.
-const maxAddrKey = 64
-
-// addressKey is the budget a RemoteAddr spends: its IP, with IPv6 grouped by
-// /64 (the block one host or site usually controls, so an attacker cannot
-// reset its budget by hopping inside it). An address that does not parse is
-// its own key, bounded in length. As pkg/accounts' addressKey.
-func addressKey(remoteAddr string) string {
-	ip, ok := parseIP(remoteAddr)
-	if !ok {
-		if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
-			remoteAddr = host
-		}
-		if len(remoteAddr) > maxAddrKey {
-			remoteAddr = remoteAddr[:maxAddrKey]
-		}
-		return remoteAddr
-	}
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
-}
-
-// The token buckets below are pkg/accounts' (throttle.go), copied: the two
-// should move to one small internal package.
-
-type limits struct {
-	burst float64
-	rate  float64 // tokens per second
-}
-
-// buckets holds the token buckets that are not full, by key.
-type buckets struct {
-	max int
-	m   map[string]*bucket
-}
-
-// bucket is a token bucket as of last; it is full again at fullAt.
-type bucket struct {
-	tokens float64
-	last   time.Time
-	fullAt time.Time
-}
-
-func newBuckets(max int) *buckets { return &buckets{max: max, m: map[string]*bucket{}} }
-
-// tokens is what key has left at now; an absent key is full.
-func (b *buckets) tokens(key string, l limits, now time.Time) float64 {
-	bk, ok := b.m[key]
-	if !ok {
-		return l.burst
-	}
-	return math.Min(l.burst, bk.tokens+l.rate*now.Sub(bk.last).Seconds())
-}
-
-// spend takes one token from key's bucket, creating it if needed.
-func (b *buckets) spend(key string, l limits, now time.Time) {
-	left := b.tokens(key, l, now) - 1
-	bk, ok := b.m[key]
-	if !ok {
-		if len(b.m) >= b.max {
-			b.makeRoom(now)
-		}
-		bk = &bucket{}
-		b.m[key] = bk
-	}
-	bk.tokens, bk.last = left, now
-	if l.rate > 0 {
-		bk.fullAt = now.Add(time.Duration((l.burst - left) / l.rate * float64(time.Second)))
-	} else {
-		bk.fullAt = time.Unix(math.MaxInt32, 0) // never refills
-	}
-}
-
-// makeRoom forgets every full bucket or, if none is full, the sixteenth of
-// them nearest to full: they have the least left to lose. (pkg/accounts
-// drops only the nearest one, a scan of the whole table per new bucket:
-// 0.34 ms at this table's size, under the lock, for every admitted failure
-// of an attacker with many addresses. Dropping a batch pays the scan once
-// per max/16 new buckets.)
-func (b *buckets) makeRoom(now time.Time) {
-	type entry struct {
-		key    string
-		fullAt time.Time
-	}
-	live := make([]entry, 0, len(b.m))
-	for k, bk := range b.m {
-		if !now.Before(bk.fullAt) {
-			delete(b.m, k)
-			continue
-		}
-		live = append(live, entry{k, bk.fullAt})
-	}
-	if len(b.m) < b.max {
-		return
-	}
-	slices.SortFunc(live, func(x, y entry) int { return x.fullAt.Compare(y.fullAt) })
-	for _, e := range live[:max(1, b.max/16)] {
-		delete(b.m, e.key)
-	}
 }

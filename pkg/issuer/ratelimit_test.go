@@ -18,6 +18,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"rotor.dev/rotor/pkg/accounts"
+	"rotor.dev/rotor/pkg/ratelimit"
 	"rotor.dev/rotor/pkg/workload"
 )
 
@@ -94,25 +95,6 @@ func TestClientIP(t *testing.T) {
 				t.Fatalf("clientIP = %v, %v; want %s", got, ok, tt.want)
 			}
 		})
-	}
-}
-
-func TestAddressKey(t *testing.T) {
-	for in, want := range map[string]string{
-		"198.51.100.7:1234":          "198.51.100.7",
-		"198.51.100.7":               "198.51.100.7",
-		"[::ffff:198.51.100.7]:1":    "198.51.100.7",
-		"[2001:db8:1:2:3:4:5:6]:443": "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff::1":       "2001:db8:1:2::/64",
-		"[fe80::1%eth0]:443":         "fe80::/64",
-		"pipe":                       "pipe",
-		"host:80":                    "host",
-		strings.Repeat("a", 100):     strings.Repeat("a", maxAddrKey),
-		"":                           "",
-	} {
-		if got := addressKey(in); got != want {
-			t.Errorf("addressKey(%q) = %q, want %q", in, got, want)
-		}
 	}
 }
 
@@ -246,7 +228,7 @@ func TestLimiterRetryAfter(t *testing.T) {
 func TestLimiterMemoryIsBoundedAndKeepsEmptiedBuckets(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(t0)
 	l := newLimiter(3, 1, clk)
-	l.buckets.max = 100
+	l.buckets = ratelimit.NewBuckets(100)
 	for fail(l, "attacker") {
 	}
 	for i := range 1000 {
@@ -260,7 +242,7 @@ func TestLimiterMemoryIsBoundedAndKeepsEmptiedBuckets(t *testing.T) {
 	if n := l.tracked(); n > 100 {
 		t.Fatalf("%d buckets, want at most 100", n)
 	}
-	if _, ok := l.buckets.m["attacker"]; !ok {
+	if !l.buckets.Has("attacker") {
 		t.Fatal("the attacker's emptied bucket was dropped")
 	}
 }
