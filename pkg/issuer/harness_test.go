@@ -1,7 +1,6 @@
 package issuer_test
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -34,24 +33,6 @@ var env *testenv.Env
 
 func TestMain(m *testing.M) { testenv.Main(m, &env) }
 
-// syncBuffer collects a server's logs for the secret scan.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // sharedIssuerURL is the iss of replicas started with sharedIssuer: replicas
 // behind one load balancer share it, so a token minted by one verifies on
 // another.
@@ -70,7 +51,7 @@ type replica struct {
 	Clock    *clocktesting.FakeClock
 	// Logs are everything the replica logged, debug included: the secret
 	// scans read them.
-	Logs *syncBuffer
+	Logs *testenv.LogBuffer
 	// Requests counts the replica's API requests for RefreshTokens.
 	Requests *requestCounter
 	Server   *server.Server
@@ -150,7 +131,7 @@ func newReplica(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...
 		URL:      "http://" + o.ListenAddress,
 		ProbeURL: "http://" + o.ProbeAddress,
 		Clock:    clock,
-		Logs:     &syncBuffer{},
+		Logs:     &testenv.LogBuffer{},
 		Requests: &requestCounter{},
 		t:        t,
 		done:     make(chan struct{}),

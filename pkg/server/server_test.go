@@ -1,13 +1,11 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,23 +24,6 @@ var env *testenv.Env
 
 func TestMain(m *testing.M) { testenv.Main(m, &env) }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -55,14 +36,14 @@ func freeAddr(t *testing.T) string {
 
 // start runs rotor serve's wiring in ns until the test ends and returns its
 // metrics address and logs.
-func start(t *testing.T, ns string, secureMetrics bool) (string, *syncBuffer) {
+func start(t *testing.T, ns string, secureMetrics bool) (string, *testenv.LogBuffer) {
 	t.Helper()
 	o := server.DefaultOptions()
 	o.Namespace, o.InsecureHTTP, o.LeaderElect = ns, true, false
 	o.ListenAddress = freeAddr(t)
 	o.IssuerURL = "http://" + o.ListenAddress
 	o.ProbeAddress, o.MetricsAddress, o.MetricsSecure = "0", freeAddr(t), secureMetrics
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	srv, err := server.New(env.Config, o, zap.New(zap.WriteTo(logs)))
 	if err != nil {
 		t.Fatal(err)

@@ -4,10 +4,12 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,4 +120,23 @@ func (e *Env) Namespace(t testing.TB) string {
 		_ = e.Client.Delete(context.Background(), ns)
 	})
 	return ns.Name
+}
+
+// LogBuffer collects a component's logs for a test to read (a secret scan,
+// an expected warning) while the component keeps writing.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
