@@ -113,6 +113,9 @@ func runDev(args []string) error {
 	// One replica: no lease to wait for or to release at Ctrl-C. Metrics
 	// in plain HTTP on loopback, for curl.
 	o.LeaderElect, o.MetricsSecure = false, false
+	// The demo's Public client, which rotor dev creates: its password login
+	// needs no client_id (rotor serve has no default client).
+	o.DefaultClientID = dev.DefaultClientID
 	o.AddFlags(fs)
 	d := dev.Options{}
 	fs.StringVar(&d.Addr, "addr", "", "Address of the issuer; the issuer URL is http://<addr>. Default 127.0.0.1:8080, or a free port if 8080 is taken.")

@@ -160,7 +160,7 @@ func TestSessionLimitDeletesTheOldestSessionsOfTheSubject(t *testing.T) {
 	for i := range 4 {
 		tok := f.loginAs(t, "carol", "web")
 		if i < 2 {
-			g.Expect(f.store.Revoke(ctx, tok)).To(Succeed())
+			g.Expect(f.store.Revoke(ctx, tok, nil)).To(Succeed())
 		}
 		carol = append(carol, tok)
 	}
@@ -190,7 +190,7 @@ func TestSessionLimitDeletesTheOldestSessionsOfTheSubject(t *testing.T) {
 	// The survivors refresh; the evicted are unknown.
 	web[4] = refresh(t, f.gcFixture, web[4])
 	for _, tok := range web[:3] {
-		_, _, err := f.store.Rotate(ctx, tok, "", nil)
+		_, _, err := f.store.Rotate(ctx, tok, sessions.Refresh{})
 		g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonUnknown))
 	}
 
@@ -203,7 +203,7 @@ func TestSessionLimitDeletesTheOldestSessionsOfTheSubject(t *testing.T) {
 	g.Expect(evicted() - before).To(Equal(5.0))
 
 	// Revoking one makes room: the next login evicts nothing.
-	g.Expect(f.store.Revoke(ctx, web[3])).To(Succeed())
+	g.Expect(f.store.Revoke(ctx, web[3], nil)).To(Succeed())
 	tv3 := f.loginAs(t, "alice", "tv")
 	g.Consistently(func(g Gomega) []string { return f.live(g, "alice") }, "500ms").Should(Equal(namesOf(web[4], tv2, tv3)))
 	g.Expect(evicted() - before).To(Equal(5.0))

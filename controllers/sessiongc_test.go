@@ -93,7 +93,7 @@ func TestSessionCollectorDeletesWhatHasEnded(t *testing.T) {
 
 	f.login(t, "idle")
 	active := f.login(t, "active")
-	g.Expect(f.store.Revoke(ctx, f.login(t, "revoked-early"))).To(Succeed())
+	g.Expect(f.store.Revoke(ctx, f.login(t, "revoked-early"), nil)).To(Succeed())
 	revokedLater := f.login(t, "revoked-later")
 	f.start(t)
 	g.Consistently(names, "300ms").Should(HaveLen(4), "nothing is due yet")
@@ -102,7 +102,7 @@ func TestSessionCollectorDeletesWhatHasEnded(t *testing.T) {
 	g.Eventually(names, "10s").Should(ConsistOf("idle", "active", "revoked-later"))
 
 	active = refresh(t, f, active)
-	g.Expect(f.store.Revoke(ctx, revokedLater)).To(Succeed())
+	g.Expect(f.store.Revoke(ctx, revokedLater, nil)).To(Succeed())
 	f.step(g, 29*time.Minute+30*time.Second) // t=60m30s: idle unused for an hour
 	g.Eventually(names, "10s").Should(ConsistOf("active", "revoked-later"))
 
@@ -123,7 +123,7 @@ func TestSessionCollectorDeletesWhatHasEnded(t *testing.T) {
 
 func refresh(t *testing.T, f *gcFixture, token string) string {
 	t.Helper()
-	next, _, err := f.store.Rotate(context.Background(), token, "", nil)
+	next, _, err := f.store.Rotate(context.Background(), token, sessions.Refresh{})
 	if err != nil {
 		t.Fatalf("refresh: %v", err)
 	}

@@ -99,6 +99,14 @@ type RefreshTokenSpec struct {
 	// +kubebuilder:validation:items:MaxLength=512
 	Audience []string `json:"audience"`
 
+	// scope is the scope granted at login (RFC 6749 section 3.3): scope-tokens
+	// separated by single spaces, sorted, each once. Refreshed access tokens
+	// carry it, less any scope the client may no longer request. At most an
+	// OAuthClient's 64 scopes of 256 characters and their separators.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16447
+	Scope string `json:"scope,omitempty"`
+
 	// method says how the subject authenticated.
 	// +required
 	Method AuthMethod `json:"method"`
@@ -162,6 +170,7 @@ type RefreshTokenSpec struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:shortName=rt,categories=rotor
 // +kubebuilder:selectablefield:JSONPath=".spec.subject"
+// +kubebuilder:selectablefield:JSONPath=".spec.clientID"
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=".spec.subject"
 // +kubebuilder:printcolumn:name="Client",type=string,JSONPath=".spec.clientID"
 // +kubebuilder:printcolumn:name="Rotations",type=integer,JSONPath=".spec.rotations"

@@ -1,7 +1,7 @@
 // Package accounts authenticates rotor's password-grant users against account
 // Secrets in rotor's namespace, read through a filtered, indexed informer, with
 // failed logins throttled per username and client address, so that guesses
-// stay slow while locking out another user stays expensive (throttle.go).
+// stay slow while locking out another user stays expensive (ratelimit.Throttle).
 //
 // An account is a Secret of type identity.rotor.dev/account with data keys
 // username, passwordHash (bcrypt), optional groups (comma-separated) and

@@ -52,14 +52,14 @@ type Options struct {
 	// FailuresPerMinute is the sustained rate of failed logins allowed per
 	// (username, client address); a username over all addresses may fail 5x
 	// the burst at the same rate, an address over all usernames 10x the
-	// burst at 10x the rate (see throttle). Default 6.
+	// burst at 10x the rate (see ratelimit.Throttle). Default 6.
 	FailuresPerMinute float64
 	// Burst is how many failures a (username, client address) may have in a
 	// row before the rate applies. Default 10.
 	Burst int
 	// MaxTracked bounds each map of the login throttle (pairs, usernames,
-	// addresses, known pairs); see throttle for what is forgotten first.
-	// Default 100000.
+	// addresses, known pairs); see ratelimit.Throttle for what is forgotten
+	// first. Default 100000.
 	MaxTracked int
 	// Clock paces the login throttle; tests move it. Default: the real clock.
 	Clock clock.PassiveClock
@@ -81,7 +81,7 @@ type Store struct {
 	cache     cache.Cache
 	informer  cache.Informer
 	log       logr.Logger
-	throttle  *throttle
+	throttle  *ratelimit.Throttle
 	compare   func(hash, password []byte) error
 	dummyHash []byte
 	cost      int // the only bcrypt cost accepted: the dummy hash's
@@ -135,7 +135,7 @@ func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (
 	if err != nil {
 		return nil, fmt.Errorf("accounts: dummy hash: %w", err)
 	}
-	th, err := newThrottle(opts.FailuresPerMinute, opts.Burst, opts.MaxTracked)
+	th, err := ratelimit.NewThrottle(opts.FailuresPerMinute, opts.Burst, opts.MaxTracked)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: limiter: %w", err)
 	}
@@ -353,7 +353,7 @@ func (s *Store) Authenticate(ctx context.Context, username, password, clientAddr
 	}
 	log := s.log.WithValues("username", logName, "address", addrKey)
 
-	at, ok := s.throttle.admit(userKey, addrKey, s.clock.Now())
+	at, ok := s.throttle.Admit(userKey, addrKey, s.clock.Now())
 	if !ok {
 		log.V(1).Info("login throttled")
 		return Account{}, ErrThrottled
@@ -384,7 +384,7 @@ func (s *Store) Authenticate(ctx context.Context, username, password, clientAddr
 	case rec.account.Disabled:
 		reason = "account disabled"
 	}
-	at.done(reason != "", s.clock.Now())
+	at.Done(reason != "", s.clock.Now())
 	if reason != "" {
 		if st == statusAmbiguous {
 			// An operator error, so it is logged at the default level.

@@ -8,7 +8,8 @@
 // [PasswordSource] logs in with a username and password (RFC 6749 §4.3);
 // [ServiceAccountSource] exchanges the pod's projected Kubernetes
 // ServiceAccount token (RFC 8693), reading the file again on every exchange
-// because the kubelet rotates it. Both return a [*Source], an
+// because the kubelet rotates it; [ClientCredentialsSource] gets a token for
+// a Confidential client itself (RFC 6749 §4.4). All return a [*Source], an
 // [golang.org/x/oauth2.TokenSource]:
 //
 //	src := client.PasswordSource(ctx, client.Config{IssuerURL: "https://rotor.example"}, "alice", password)
@@ -29,6 +30,24 @@
 // API answers 401 with error="invalid_token" (a token revoked or signed by a
 // key the API has not seen), drops the cached access token, gets a new one
 // and retries the request once.
+//
+// # Clients
+//
+// [Config.ClientID] names the OAuth client. A Public client sends it as
+// client_id and nothing more. A Confidential client also sets
+// [Config.ClientSecret], and then every request to the token and revocation
+// endpoints (logins, refreshes, revocations) authenticates it the same way:
+// by default as HTTP Basic, with the id and secret form-urlencoded before
+// they are joined (client_secret_basic, RFC 6749 §2.3.1), or with
+// [AuthStylePost] as client_id and client_secret form parameters
+// (client_secret_post); never both. The secret never appears in an error.
+// A refresh comes from the client that logged in, as rotor requires.
+//
+// [Config.Scope] asks for scopes on logins, exchanges and client credentials
+// requests; what rotor granted is the token's Extra("scope"), kept across
+// refreshes. A client credentials Source has no refresh token: it asks again
+// with its credentials before the access token expires, and its
+// [Source.Revoke] does nothing.
 //
 // # Accepting tokens
 //

@@ -62,6 +62,30 @@ func ExampleServiceAccountSource() {
 	// Output: at-1 urn:ietf:params:oauth:token-type:access_token
 }
 
+// A service that calls an API as itself, not on behalf of a user: a
+// Confidential OAuthClient with the client_credentials grant. Its secret is
+// sent as HTTP Basic (set AuthStyle: client.AuthStylePost for the form);
+// the Source asks again with it before the token expires.
+func ExampleClientCredentialsSource() {
+	rotor := fakeRotor()
+	defer rotor.Close()
+
+	src := client.ClientCredentialsSource(context.Background(), client.Config{
+		IssuerURL:    rotor.URL,
+		ClientID:     "billing",
+		ClientSecret: "s3cret", // e.g. read from a mounted Secret
+		Audience:     "orders",
+		Scope:        "orders.read",
+	})
+	tok, err := src.Token()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(tok.AccessToken, "scope:", tok.Extra("scope"))
+	// Output: at-1 scope: orders.read
+}
+
 // Calling an API: the transport adds the token, and refreshes and retries
 // once when the API refuses it.
 func ExampleNewTransport() {
@@ -149,8 +173,9 @@ func ExampleVerifier_Verify() {
 	// invalid access token: token is malformed: token contains an invalid number of segments
 }
 
-// fakeRotor answers rotor's token endpoint for alice/s3cret and for any
-// ServiceAccount token, with access tokens at-1, at-2, ...
+// fakeRotor answers rotor's token endpoint for alice/s3cret, for any
+// ServiceAccount token and for client credentials billing/s3cret in HTTP
+// Basic, with access tokens at-1, at-2, ... and the scope asked for.
 func fakeRotor() *httptest.Server {
 	var mu sync.Mutex
 	n := 0
@@ -164,6 +189,9 @@ func fakeRotor() *httptest.Server {
 			ok = r.PostForm.Get("subject_token") != "" && r.PostForm.Get("subject_token_type") == client.TokenTypeJWT
 		case client.GrantRefreshToken:
 			ok = r.PostForm.Get("refresh_token") != ""
+		case client.GrantClientCredentials:
+			id, secret, _ := r.BasicAuth()
+			ok = id == "billing" && secret == "s3cret" // nothing to unescape in these
 		}
 		if !ok {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant"})
@@ -171,8 +199,14 @@ func fakeRotor() *httptest.Server {
 		}
 		mu.Lock()
 		n++
-		body := map[string]any{"access_token": fmt.Sprintf("at-%d", n), "token_type": "Bearer", "expires_in": 1200, "refresh_token": fmt.Sprintf("rt-%d", n)}
+		body := map[string]any{"access_token": fmt.Sprintf("at-%d", n), "token_type": "Bearer", "expires_in": 1200}
 		mu.Unlock()
+		if r.PostForm.Get("grant_type") != client.GrantClientCredentials {
+			body["refresh_token"] = fmt.Sprintf("rt-%d", n)
+		}
+		if scope := r.PostForm.Get("scope"); scope != "" {
+			body["scope"] = scope
+		}
 		if r.PostForm.Get("grant_type") == client.GrantTokenExchange {
 			body["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,8 +30,12 @@ func newClock() *clocktesting.FakeClock {
 }
 
 // fakeIssuer is a token endpoint that behaves like rotor where the Source
-// can tell: opaque access tokens at-N, refresh tokens rt-N that work once,
-// invalid_grant for anything else, 503 when unavailable.
+// can tell: opaque access tokens at-N, refresh tokens rt-N that work once
+// and only for the client that logged in, invalid_grant for anything else,
+// 503 when unavailable. It authenticates clients as rotor does (RFC 6749
+// §2.3.1): HTTP Basic with form-urlencoded id and secret, or client_id and
+// client_secret in the form, never both; a client in clients must present
+// its secret, any other client_id is public and must present none.
 type fakeIssuer struct {
 	*httptest.Server
 
@@ -38,14 +43,18 @@ type fakeIssuer struct {
 	// configuration
 	expiresIn       int64
 	password        string
-	saToken         string // the subject_token an exchange must present
-	exchangeRefresh bool   // whether exchanges hand out a refresh token
-	unavailable     bool   // answer 503 temporarily_unavailable
+	saToken         string            // the subject_token an exchange must present
+	exchangeRefresh bool              // whether exchanges hand out a refresh token
+	clients         map[string]string // Confidential clients: client_id to secret
+	refreshNoScope  bool              // refresh answers leave scope out (RFC 6749 §5.1)
+	unavailable     bool              // answer 503 temporarily_unavailable
 	gate            chan struct{}
 	entered         chan struct{}
 	// observations
 	hits    map[string]int
 	forms   []url.Values
+	seen    []seenRequest // every request to /token and /revoke, in order
+	session map[string]session
 	live    map[string]bool
 	used    map[string]bool
 	replays int
@@ -59,7 +68,9 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 		password:        "s3cret",
 		saToken:         "sa-token-1",
 		exchangeRefresh: true,
+		clients:         map[string]string{},
 		hits:            map[string]int{},
+		session:         map[string]session{},
 		live:            map[string]bool{},
 		used:            map[string]bool{},
 	}
@@ -69,6 +80,66 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 	f.Server = httptest.NewServer(mux)
 	t.Cleanup(f.Close)
 	return f
+}
+
+// seenRequest is what a client sent to the fake issuer.
+type seenRequest struct {
+	Path          string
+	Authorization string // the header as sent
+	Form          url.Values
+}
+
+// session is what a refresh token was issued to.
+type session struct{ client, scope string }
+
+// authenticate reads and checks the client's credentials as rotor does,
+// answering the error itself when they fail; f.mu is held.
+func (f *fakeIssuer) authenticate(w http.ResponseWriter, r *http.Request) (id string, confidential, ok bool) {
+	form := r.PostForm
+	formID, formSecret := form.Get("client_id"), form.Get("client_secret")
+	var secret string
+	basic := r.Header.Get("Authorization") != ""
+	refuse := func(status int, code, desc string) (string, bool, bool) {
+		if status == http.StatusUnauthorized {
+			// rotor challenges on every 401; RFC 6749 §5.2 requires it
+			// when the client used Basic.
+			w.Header().Set("WWW-Authenticate", `Basic realm="rotor", charset="UTF-8"`)
+		}
+		writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+		return "", false, false
+	}
+	switch {
+	case basic:
+		user, pass, isBasic := r.BasicAuth()
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(user)
+		secret, err2 = url.QueryUnescape(pass)
+		if !isBasic || err1 != nil || err2 != nil || id == "" {
+			return refuse(http.StatusUnauthorized, "invalid_client", "the Authorization header is malformed")
+		}
+		if formSecret != "" {
+			return refuse(http.StatusBadRequest, "invalid_request", "use one client authentication method: HTTP Basic or client_secret, not both")
+		}
+		if formID != "" && formID != id {
+			return refuse(http.StatusBadRequest, "invalid_request", "client_id differs from the client of the Authorization header")
+		}
+	case formSecret != "":
+		if formID == "" {
+			return refuse(http.StatusBadRequest, "invalid_request", "client_secret without client_id")
+		}
+		id, secret = formID, formSecret
+	default:
+		id = formID
+	}
+	want, confidential := f.clients[id]
+	if secret != want {
+		return refuse(http.StatusUnauthorized, "invalid_client", "client authentication failed")
+	}
+	return id, confidential, true
+}
+
+func (f *fakeIssuer) record(path string, r *http.Request) {
+	f.seen = append(f.seen, seenRequest{Path: path, Authorization: r.Header.Get("Authorization"), Form: r.PostForm})
 }
 
 func (f *fakeIssuer) token(w http.ResponseWriter, r *http.Request) {
@@ -81,6 +152,7 @@ func (f *fakeIssuer) token(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.hits[grant]++
 	f.forms = append(f.forms, form)
+	f.record("/token", r)
 	gate, entered := f.gate, f.entered
 	f.mu.Unlock()
 	if gate != nil {
@@ -98,16 +170,21 @@ func (f *fakeIssuer) token(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable", "error_description": "the issuer is temporarily unavailable; retry later"})
 		return
 	}
+	id, confidential, ok := f.authenticate(w, r)
+	if !ok {
+		return
+	}
 	invalidGrant := func(desc string) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant", "error_description": desc})
 	}
+	login := session{client: id, scope: strings.Join(strings.Fields(form.Get("scope")), " ")}
 	switch grant {
 	case client.GrantPassword:
 		if form.Get("username") != "alice" || form.Get("password") != f.password {
 			invalidGrant("invalid username or password")
 			return
 		}
-		f.issue(w, true, nil)
+		f.issue(w, login, true, nil)
 	case client.GrantRefreshToken:
 		rt := form.Get("refresh_token")
 		if !f.live[rt] {
@@ -117,31 +194,56 @@ func (f *fakeIssuer) token(w http.ResponseWriter, r *http.Request) {
 			invalidGrant("the refresh token is invalid")
 			return
 		}
+		sess := f.session[rt]
+		if sess.client != id {
+			invalidGrant("the refresh token was issued to another client")
+			return
+		}
 		delete(f.live, rt)
 		f.used[rt] = true
-		f.issue(w, true, nil)
+		var extra map[string]any
+		if f.refreshNoScope {
+			extra = map[string]any{"scope": nil} // deleted below
+		}
+		f.issue(w, sess, true, extra)
 	case client.GrantTokenExchange:
 		if form.Get("subject_token_type") != client.TokenTypeJWT || form.Get("subject_token") != f.saToken {
 			invalidGrant("the subject token is invalid")
 			return
 		}
-		f.issue(w, f.exchangeRefresh, map[string]any{"issued_token_type": "urn:ietf:params:oauth:token-type:access_token"})
+		f.issue(w, login, f.exchangeRefresh, map[string]any{"issued_token_type": "urn:ietf:params:oauth:token-type:access_token"})
+	case client.GrantClientCredentials:
+		if !confidential {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unauthorized_client", "error_description": "a Public client cannot use client_credentials"})
+			return
+		}
+		f.issue(w, login, false, nil) // RFC 6749 §4.4.3: no refresh token
 	default:
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
 	}
 }
 
-// issue answers with at-N and, when withRefresh, rt-N; f.mu is held.
-func (f *fakeIssuer) issue(w http.ResponseWriter, withRefresh bool, extra map[string]any) {
+// issue answers with at-N and, when withRefresh, rt-N bound to sess, with
+// sess's scope when it has one; an extra key with a nil value is left out.
+// f.mu is held.
+func (f *fakeIssuer) issue(w http.ResponseWriter, sess session, withRefresh bool, extra map[string]any) {
 	f.seq++
 	body := map[string]any{"access_token": fmt.Sprintf("at-%d", f.seq), "token_type": "Bearer", "expires_in": f.expiresIn}
 	if withRefresh {
 		rt := fmt.Sprintf("rt-%d", f.seq)
 		f.live[rt] = true
+		f.session[rt] = sess
 		body["refresh_token"] = rt
 	}
+	if sess.scope != "" {
+		body["scope"] = sess.scope
+	}
 	for k, v := range extra {
-		body[k] = v
+		if v == nil {
+			delete(body, k)
+		} else {
+			body[k] = v
+		}
 	}
 	writeJSON(w, http.StatusOK, body)
 }
@@ -150,6 +252,10 @@ func (f *fakeIssuer) revoke(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.record("/revoke", r)
+	if _, _, ok := f.authenticate(w, r); !ok {
+		return
+	}
 	f.revoked = append(f.revoked, r.PostForm.Get("token"))
 	delete(f.live, r.PostForm.Get("token"))
 	w.WriteHeader(http.StatusOK)
@@ -204,6 +310,13 @@ func (f *fakeIssuer) replayCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.replays
+}
+
+// requests lists every request to /token and /revoke, in order.
+func (f *fakeIssuer) requests() []seenRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]seenRequest(nil), f.seen...)
 }
 
 func (f *fakeIssuer) revokedTokens() []string {

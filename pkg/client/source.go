@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -23,6 +24,8 @@ const (
 	GrantPassword      = "password"
 	GrantRefreshToken  = "refresh_token"
 	GrantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	// GrantClientCredentials is RFC 6749 §4.4, for Confidential clients.
+	GrantClientCredentials = "client_credentials"
 )
 
 // TokenTypeJWT is the RFC 8693 subject_token_type of a Kubernetes
@@ -50,15 +53,54 @@ const (
 	defaultTimeout = 30 * time.Second
 )
 
+// AuthStyle is how a Source authenticates a Confidential client (one with a
+// Config.ClientSecret) on every request to the token and revocation
+// endpoints (RFC 6749 §2.3.1).
+type AuthStyle int
+
+const (
+	// AuthStyleBasic, the zero value, sends client_id and client_secret as
+	// HTTP Basic credentials (client_secret_basic), each form-urlencoded
+	// before they are joined: the one method every server must support.
+	AuthStyleBasic AuthStyle = iota
+	// AuthStylePost sends client_id and client_secret as form parameters
+	// (client_secret_post), for servers that accept only that.
+	AuthStylePost
+)
+
+// String is the method's RFC 8414 name.
+func (a AuthStyle) String() string {
+	switch a {
+	case AuthStyleBasic:
+		return "client_secret_basic"
+	case AuthStylePost:
+		return "client_secret_post"
+	}
+	return fmt.Sprintf("AuthStyle(%d)", int(a))
+}
+
 // Config says where and how a Source gets tokens.
 type Config struct {
 	// IssuerURL is rotor's --issuer-url; the token endpoint is
 	// IssuerURL + "/token" and the revocation endpoint IssuerURL + "/revoke".
 	IssuerURL string
-	// ClientID is sent as client_id when set (rotor then uses its default).
+	// ClientID is the OAuth client. Without ClientSecret (a Public client)
+	// it is sent as client_id when set (rotor then uses its default).
 	ClientID string
-	// Audience is sent as audience on logins and exchanges when set.
+	// ClientSecret makes the client Confidential: every request to the
+	// token and revocation endpoints then authenticates with ClientID and
+	// ClientSecret as AuthStyle says. The Source never puts it in an error.
+	ClientSecret string
+	// AuthStyle is how ClientSecret is sent (zero: AuthStyleBasic). It is
+	// ignored without a ClientSecret.
+	AuthStyle AuthStyle
+	// Audience is sent as audience on logins, exchanges and client
+	// credentials requests when set.
 	Audience string
+	// Scope is sent as scope on logins, exchanges and client credentials
+	// requests when set: space-separated scopes. Refreshes keep the scope
+	// of the login. What the issuer granted is the token's Extra("scope").
+	Scope string
 	// HTTPClient makes the requests. When nil, the *http.Client stored in
 	// the context under oauth2.HTTPClient is used, else a client with a 30s
 	// timeout.
@@ -100,7 +142,9 @@ func (e *TokenError) Error() string {
 // Source is an oauth2.TokenSource that logs in to rotor and keeps the access
 // token fresh. It is safe for concurrent use. Tokens it returns carry no
 // refresh token: the Source alone uses it, because two uses of one refresh
-// token look like a replay to rotor.
+// token look like a replay to rotor. They carry the rest of the token
+// response as Extra, e.g. Extra("scope"): the scope granted, kept across
+// refreshes whose answer leaves it out (RFC 6749 §5.1: unchanged).
 type Source struct {
 	ctx        context.Context // for the requests; see PasswordSource
 	httpClient *http.Client
@@ -112,6 +156,9 @@ type Source struct {
 	cfgErr     error
 
 	loginGrant string
+	// noRefresh: the grant has no session to refresh or revoke (client
+	// credentials); a refresh token the issuer sends anyway is dropped.
+	noRefresh bool
 	// loginForm builds the form of a login or exchange; the exchange reads
 	// the ServiceAccount token file here, on every call.
 	loginForm func() (url.Values, error)
@@ -144,7 +191,7 @@ func PasswordSource(ctx context.Context, cfg Config, username, password string) 
 	s := newSource(ctx, cfg, GrantPassword)
 	s.loginForm = func() (url.Values, error) {
 		f := url.Values{"grant_type": {GrantPassword}, "username": {username}, "password": {password}}
-		s.addClient(f, true)
+		s.addLoginParams(f)
 		return f, nil
 	}
 	return s
@@ -169,7 +216,30 @@ func ServiceAccountSource(ctx context.Context, cfg Config, tokenFile string) *So
 			return nil, fmt.Errorf("ServiceAccount token file %s is empty", tokenFile)
 		}
 		f := url.Values{"grant_type": {GrantTokenExchange}, "subject_token": {subject}, "subject_token_type": {TokenTypeJWT}}
-		s.addClient(f, true)
+		s.addLoginParams(f)
+		return f, nil
+	}
+	return s
+}
+
+// ClientCredentialsSource gets tokens for the client itself
+// (grant_type=client_credentials, RFC 6749 §4.4), which needs cfg.ClientID
+// and cfg.ClientSecret: a Confidential client. There is no refresh token:
+// when the access token nears expiry the Source asks again with its
+// credentials, with the same caching, single flight, RefreshMargin and
+// Retry-After handling as the other Sources. ctx is as for PasswordSource.
+//
+// Revoke on this Source does nothing and returns nil: there is no session
+// to log out, and the access token lapses at its expiry.
+func ClientCredentialsSource(ctx context.Context, cfg Config) *Source {
+	s := newSource(ctx, cfg, GrantClientCredentials)
+	s.noRefresh = true
+	if cfg.ClientID == "" || cfg.ClientSecret == "" {
+		s.cfgErr = errors.New("client credentials grant needs Config.ClientID and Config.ClientSecret (a Confidential client)")
+	}
+	s.loginForm = func() (url.Values, error) {
+		f := url.Values{"grant_type": {GrantClientCredentials}}
+		s.addLoginParams(f)
 		return f, nil
 	}
 	return s
@@ -194,8 +264,13 @@ func newSource(ctx context.Context, cfg Config, loginGrant string) *Source {
 		s.margin = DefaultRefreshMargin
 	}
 	base, err := issuerBase(cfg.IssuerURL)
-	if err != nil {
+	switch {
+	case err != nil:
 		s.cfgErr = err
+	case cfg.ClientSecret != "" && cfg.ClientID == "":
+		s.cfgErr = errors.New("a client secret needs a client ID: Config.ClientID is empty")
+	case cfg.ClientSecret != "" && cfg.AuthStyle != AuthStyleBasic && cfg.AuthStyle != AuthStylePost:
+		s.cfgErr = fmt.Errorf("unknown client authentication style %v in Config.AuthStyle", cfg.AuthStyle)
 	}
 	s.tokenURL, s.revokeURL = base+"/token", base+"/revoke"
 	return s
@@ -213,12 +288,14 @@ func issuerBase(issuer string) (string, error) {
 	return strings.TrimSuffix(issuer, "/"), nil
 }
 
-func (s *Source) addClient(f url.Values, withAudience bool) {
-	if s.cfg.ClientID != "" {
-		f.Set("client_id", s.cfg.ClientID)
-	}
-	if withAudience && s.cfg.Audience != "" {
+// addLoginParams adds what a request for a new grant (not a refresh) asks
+// for. The client's credentials are added by postForm, to every request.
+func (s *Source) addLoginParams(f url.Values) {
+	if s.cfg.Audience != "" {
 		f.Set("audience", s.cfg.Audience)
+	}
+	if scope := strings.Join(strings.Fields(s.cfg.Scope), " "); scope != "" {
+		f.Set("scope", scope)
 	}
 }
 
@@ -293,7 +370,13 @@ func (s *Source) Invalidate(tok *oauth2.Token) {
 // progress, forgets the tokens and revokes the refresh token at rotor. The
 // Source stays usable; the next Token logs in again. The tokens are
 // forgotten even when the revocation request fails.
+//
+// On a ClientCredentialsSource it does nothing and returns nil: there is no
+// refresh token, so no session to end.
 func (s *Source) Revoke(ctx context.Context) error {
+	if s.noRefresh {
+		return nil
+	}
 	if s.cfgErr != nil {
 		return s.cfgErr
 	}
@@ -316,7 +399,6 @@ func (s *Source) Revoke(ctx context.Context) error {
 		return nil
 	}
 	f := url.Values{"token": {rt}, "token_type_hint": {"refresh_token"}}
-	s.addClient(f, false)
 	resp, err := s.postForm(ctx, s.revokeURL, f)
 	if err != nil {
 		return fmt.Errorf("revoking refresh token: %w", err)
@@ -377,12 +459,12 @@ func (s *Source) run(f *flight, rt string, started time.Time) {
 func (s *Source) fetch(rt string) (resp *tokenResponse, refreshDead bool, err error) {
 	if rt != "" {
 		f := url.Values{"grant_type": {GrantRefreshToken}, "refresh_token": {rt}}
-		s.addClient(f, false)
 		resp, err = s.tokenRequest(GrantRefreshToken, f)
 		if err == nil {
 			if resp.RefreshToken == "" {
 				resp.RefreshToken = rt // RFC 6749 §6: no new one means keep the old one
 			}
+			resp.refreshed = true
 			return resp, false, nil
 		}
 		if !refusedGrant(err) {
@@ -397,10 +479,19 @@ func (s *Source) fetch(rt string) (resp *tokenResponse, refreshDead bool, err er
 	resp, err = s.tokenRequest(s.loginGrant, f)
 	if err != nil {
 		what := "logging in"
-		if s.loginGrant == GrantTokenExchange {
+		switch s.loginGrant {
+		case GrantTokenExchange:
 			what = "exchanging ServiceAccount token"
+		case GrantClientCredentials:
+			what = "requesting a client credentials token"
 		}
 		return nil, refreshDead, fmt.Errorf("%s: %w", what, err)
+	}
+	if s.noRefresh {
+		// RFC 6749 §4.4.3 says none should be sent; one that is would
+		// only turn the next renewal into a refresh of a session that
+		// Revoke cannot end.
+		resp.RefreshToken = ""
 	}
 	return resp, refreshDead, nil
 }
@@ -423,6 +514,15 @@ func retryAfter(err error) time.Duration {
 // apply stores a successful answer. Lifetimes count from when the request
 // was sent, the conservative end.
 func (s *Source) apply(r *tokenResponse, sent time.Time) {
+	if r.refreshed {
+		// A refresh answer without scope grants the login's scope (RFC 6749
+		// §5.1, §6): keep showing it.
+		if _, ok := r.raw["scope"]; !ok {
+			if scope, ok := s.extra["scope"]; ok {
+				r.raw["scope"] = scope
+			}
+		}
+	}
 	s.access, s.tokenType, s.refresh, s.extra = r.AccessToken, r.TokenType, r.RefreshToken, r.raw
 	s.expiry, s.refreshAt = time.Time{}, time.Time{}
 	if r.ExpiresIn > 0 {
@@ -440,6 +540,7 @@ type tokenResponse struct {
 	RefreshToken    string `json:"refresh_token"`
 	IssuedTokenType string `json:"issued_token_type"`
 	raw             map[string]any
+	refreshed       bool // the answer to a refresh, not to a login
 }
 
 // tokenRequest posts form to the token endpoint and decodes the answer.
@@ -482,15 +583,38 @@ func (s *Source) doTokenRequest(form url.Values) (*tokenResponse, error) {
 	return &tr, nil
 }
 
+// postForm posts form to endpoint, authenticating the client. Doing it here
+// makes every request (login, refresh, revocation) authenticate the same
+// way: rotor binds a session to its client and refuses a refresh or a
+// revocation from another.
 func (s *Source) postForm(ctx context.Context, endpoint string, form url.Values) (*http.Response, error) {
+	form = maps.Clone(form) // the caller's form is left as it was built
+	basic := false
+	switch {
+	case s.cfg.ClientSecret == "":
+		if s.cfg.ClientID != "" {
+			form.Set("client_id", s.cfg.ClientID)
+		}
+	case s.cfg.AuthStyle == AuthStylePost:
+		form.Set("client_id", s.cfg.ClientID)
+		form.Set("client_secret", s.cfg.ClientSecret)
+	default:
+		// Only the header: RFC 6749 §2.3 allows one method per request.
+		basic = true
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, fmt.Errorf("building request: %w", err)
 	}
+	if basic {
+		// RFC 6749 §2.3.1: each is form-urlencoded first, so a ':' in
+		// the id cannot be taken for the separator.
+		req.SetBasicAuth(url.QueryEscape(s.cfg.ClientID), url.QueryEscape(s.cfg.ClientSecret))
+	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	// The URL carries no secret (they are in the body), so the *url.Error
-	// that Do returns is safe to pass on.
+	// The URL carries no secret (they are in the body or a header), so the
+	// *url.Error that Do returns is safe to pass on.
 	return s.httpClient.Do(req)
 }
 

@@ -72,6 +72,15 @@ func Run(ctx context.Context, o server.Options, d Options, log logr.Logger, out 
 		_, _ = rand.Read(b[:])
 		d.DemoPassword = base64.RawURLEncoding.EncodeToString(b[:])
 	}
+	// The Public client of the password login and the token exchange: the
+	// default client unless --default-client-id= (empty) requires client_id.
+	publicID := o.DefaultClientID
+	if publicID == "" {
+		publicID = DefaultClientID
+	}
+	if publicID == ServiceClientID {
+		return fmt.Errorf("--default-client-id %s is the demo's Confidential client; the default client must be Public", publicID)
+	}
 	if err := o.Validate(); err != nil {
 		return err
 	}
@@ -105,7 +114,11 @@ func Run(ctx context.Context, o server.Options, d Options, log logr.Logger, out 
 	if err != nil {
 		return err
 	}
+	secretPath := filepath.Join(filepath.Dir(kubeconfigPath), serviceSecretFile)
 	if err := seed(ctx, c, o.Namespace, d); err != nil {
+		return err
+	}
+	if err := seedClients(ctx, c, o.Namespace, publicID, o.Audience, secretPath); err != nil {
 		return err
 	}
 
@@ -113,17 +126,46 @@ func Run(ctx context.Context, o server.Options, d Options, log logr.Logger, out 
 	if err != nil {
 		return err
 	}
+	// rotor runs while dev waits for its reconciler to find the clients
+	// Ready: the instructions are printed once they work.
+	srvCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var srvErr error
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		srvErr = srv.Start(srvCtx)
+	}()
+	if err := waitReady(srvCtx, c, o.Namespace, []string{publicID, ServiceClientID}, readyTimeout, stopped); err != nil {
+		stop()
+		<-stopped
+		switch {
+		case srvErr != nil:
+			return srvErr
+		case ctx.Err() != nil:
+			return nil // Ctrl-C while waiting
+		}
+		return err
+	}
+	clientIDParam := ""
+	if o.DefaultClientID == "" {
+		clientIDParam = " -d client_id=" + publicID
+	}
 	if err := instructions.Execute(out, map[string]any{
 		"URL": o.IssuerURL, "Kubeconfig": kubeconfigPath, "User": d.DemoUser, "Password": d.DemoPassword,
 		"Namespace": o.Namespace, "Audience": o.Audience, "SAAudience": o.ServiceAccountAudience,
 		"Probe": o.ProbeAddress, "Metrics": o.MetricsAddress,
+		"PublicClient": publicID, "DefaultClient": o.DefaultClientID, "ClientIDParam": clientIDParam,
+		"ServiceClient": ServiceClientID, "SecretFile": secretPath,
 	}); err != nil {
 		return err
 	}
-	return srv.Start(ctx)
+	<-stopped
+	return srvErr
 }
 
-// seed creates rotor's namespace and the demo account.
+// seed creates rotor's namespace and the demo account; seedClients the demo's
+// OAuthClients.
 func seed(ctx context.Context, c client.Client, namespace string, d Options) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -143,25 +185,39 @@ func seed(ctx context.Context, c client.Client, namespace string, d Options) err
 	return nil
 }
 
+// instructions are printed once rotor's clients are Ready. The
+// client_credentials example uses curl -u: Basic's id and secret are
+// form-encoded first (RFC 6749 section 2.3.1), which leaves client_ids (DNS
+// names) and generated secrets (base64url) unchanged.
 var instructions = template.Must(template.New("").Parse(`
 rotor is serving {{.URL}} (plain HTTP: development only).
 
 Demo account: {{.User}} / {{.Password}}
-
+{{if .DefaultClient}}
+Requests without client_id are the Public client {{.DefaultClient}}'s (--default-client-id).
+{{else}}
+No default client (--default-client-id is empty): requests name the Public client {{.PublicClient}}.
+{{end}}
 Log in (password grant) and keep the tokens:
-  curl -s {{.URL}}/token -d grant_type=password -d username={{.User}} -d password='{{.Password}}' | tee /tmp/rotor-login.json
+  curl -s {{.URL}}/token -d grant_type=password{{.ClientIDParam}} -d username={{.User}} -d password='{{.Password}}' | tee /tmp/rotor-login.json
 
 Call the userinfo API with the access token (401 with WWW-Authenticate once it expires):
   curl -s {{.URL}}/userinfo -H "Authorization: Bearer $(sed -E 's/.*"access_token":"([^"]+)".*/\1/' /tmp/rotor-login.json)"
 
 Refresh: a new access token AND a new refresh token; the old refresh token never works again:
-  curl -s {{.URL}}/token -d grant_type=refresh_token -d refresh_token="$(sed -E 's/.*"refresh_token":"([^"]+)".*/\1/' /tmp/rotor-login.json)"
+  curl -s {{.URL}}/token -d grant_type=refresh_token{{.ClientIDParam}} -d refresh_token="$(sed -E 's/.*"refresh_token":"([^"]+)".*/\1/' /tmp/rotor-login.json)"
 
 Exchange a workload's ServiceAccount token (RFC 8693; allowed here for default/*):
   kubectl --kubeconfig {{.Kubeconfig}} -n default create serviceaccount demo-workload
-  curl -s {{.URL}}/token -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+  curl -s {{.URL}}/token -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange{{.ClientIDParam}} \
     -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \
     -d subject_token="$(kubectl --kubeconfig {{.Kubeconfig}} -n default create token demo-workload --audience {{.SAAudience}})"
+
+A service in its own name (client_credentials grant: an access token, no refresh token),
+as the Confidential client {{.ServiceClient}}, whose secret is in {{.SecretFile}}:
+  # -u is HTTP Basic (client_secret_basic). RFC 6749 section 2.3.1 form-encodes the id and
+  # secret first; a client_id and a generated secret (base64url) have nothing it would change.
+  curl -s -u {{.ServiceClient}}:"$(cat {{.SecretFile}})" -d grant_type=client_credentials -d scope=reports:read {{.URL}}/token
 
 Introspect a token (RFC 7662), authenticated as a ServiceAccount:
   curl -s {{.URL}}/introspect -H "Authorization: Bearer $(kubectl --kubeconfig {{.Kubeconfig}} -n default create token demo-workload --audience {{.SAAudience}})" -d token=<token>
@@ -173,7 +229,8 @@ Discovery and keys:
   curl -s {{.URL}}/.well-known/openid-configuration
   curl -s {{.URL}}/keys
 
-Inspect sessions and keys on the real API server:
+Inspect clients, sessions and keys on the real API server:
+  kubectl --kubeconfig {{.Kubeconfig}} -n {{.Namespace}} get oauthclients -o wide
   kubectl --kubeconfig {{.Kubeconfig}} -n {{.Namespace}} get rt
   kubectl --kubeconfig {{.Kubeconfig}} -n {{.Namespace}} get secrets --field-selector type=identity.rotor.dev/signing-key -L identity.rotor.dev/key-state
 

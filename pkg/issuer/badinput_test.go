@@ -105,7 +105,8 @@ type badAnswer struct {
 	description string
 	// body, for answers without a JSON error, is the exact body.
 	body string
-	// challenge is the exact WWW-Authenticate header ("" for none).
+	// challenge is the exact WWW-Authenticate header ("" for none), or
+	// basicChallenge for any Basic challenge.
 	challenge string
 	// cacheControl overrides the table's expected Cache-Control; "-"
 	// means none.
@@ -120,11 +121,17 @@ var (
 	invalidGrant         = badAnswer{status: 400, code: "invalid_grant"}
 	unsupportedGrantType = badAnswer{status: 400, code: "unsupported_grant_type"}
 	invalidTarget        = badAnswer{status: 400, code: "invalid_target"}
+	// invalidClient is a failed client authentication: 401 with a Basic
+	// challenge (its realm is the replica's URL).
+	invalidClient = badAnswer{status: 401, code: "invalid_client", challenge: basicChallenge}
 	// revoked is /revoke's answer, known token or not: 200, empty body.
 	revoked = badAnswer{status: 200}
 	// notFound is the mux's answer to a path it does not serve.
 	notFound = badAnswer{status: 404, body: "404 page not found\n", cacheControl: "-"}
 )
+
+// basicChallenge stands for any WWW-Authenticate: Basic challenge.
+const basicChallenge = "Basic ..."
 
 // invalidRequest is 400 invalid_request with exactly this description, or
 // any description when it is "".
@@ -244,7 +251,11 @@ func (tb *badTable) run(t *testing.T, rows []badRow) {
 			} else {
 				g.Expect(got.header.Values("Allow")).To(BeEmpty())
 			}
-			g.Expect(got.header.Get("WWW-Authenticate")).To(Equal(want.challenge))
+			if want.challenge == basicChallenge {
+				g.Expect(got.header.Get("WWW-Authenticate")).To(HavePrefix("Basic realm="))
+			} else {
+				g.Expect(got.header.Get("WWW-Authenticate")).To(Equal(want.challenge))
+			}
 			if want.code != "" {
 				g.Expect(got.header.Get("Content-Type")).To(Equal("application/json"))
 				var e struct {
@@ -553,16 +564,16 @@ func TestBadInputToken(t *testing.T) {
 			noAPI: true,
 		},
 		{
-			name:  "a refresh token sent only as a Bearer header is invalid_request",
+			name:  "a refresh token sent only as a Bearer header is invalid_client",
 			req:   formPost("grant_type=refresh_token").bearer(alice.RefreshToken),
-			want:  invalidRequest(""),
+			want:  invalidClient,
 			noAPI: true,
 		},
 
 		// Grant types.
 		{
 			name: "an unknown grant_type is unsupported_grant_type",
-			req:  formPost("grant_type=client_credentials", "client_id=x", "client_secret=y"),
+			req:  formPost("grant_type=implicit", "client_id=x", "client_secret=y"),
 			want: unsupportedGrantType,
 		},
 		{

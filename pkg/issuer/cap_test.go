@@ -106,6 +106,8 @@ func TestSessionLimitBoundsTheLoginsOfOneAccount(t *testing.T) {
 	createAccount(t, ns, "bob", "battery staple")
 	const limit, logins = 5, 40
 	r := startReplica(t, ns, newClock(), sessionLimits(limit, 1000, 6000))
+	createClient(t, ns, "phone", publicSpec("rotor"))
+	r.waitClientReady("phone")
 
 	// bob is under the limit: his logins are one create each, no read.
 	writes, reads := r.Requests.writes.Load(), r.Requests.reads.Load()

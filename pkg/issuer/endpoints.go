@@ -2,10 +2,15 @@ package issuer
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
+
+	"rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/pkg/oauthclients"
 )
 
 // discovery is GET /.well-known/openid-configuration (RFC 8414, OpenID
@@ -19,13 +24,21 @@ func (i *Issuer) discovery(w http.ResponseWriter, r *http.Request) {
 	}
 	u := strings.TrimSuffix(i.cfg.URL, "/")
 	algs := i.keys.Algorithms()
-	grants := []string{GrantRefreshToken}
+	grants := []string{GrantRefreshToken, GrantClientCredentials}
 	if i.cfg.PasswordGrant {
 		grants = append([]string{GrantPassword}, grants...)
 	}
 	if len(i.cfg.ExchangePolicy) > 0 {
 		grants = append(grants, GrantTokenExchange)
 	}
+	// What the registered clients may request, read from the cache; a
+	// cache not loaded yet leaves the RECOMMENDED field out rather than
+	// claiming no scopes.
+	scopes, err := i.clients.Scopes(r.Context())
+	if err != nil {
+		i.log.V(1).Info("discovery without scopes_supported", "error", err.Error())
+	}
+	authMethods := []string{string(oauthclients.MethodBasic), string(oauthclients.MethodPost), string(oauthclients.MethodNone)}
 	doc := map[string]any{
 		"issuer":                                     u,
 		"jwks_uri":                                   u + PathJWKS,
@@ -35,11 +48,14 @@ func (i *Issuer) discovery(w http.ResponseWriter, r *http.Request) {
 		"grant_types_supported":                      grants,
 		"response_types_supported":                   []string{"token"},
 		"subject_types_supported":                    []string{"public"},
-		"token_endpoint_auth_methods_supported":      []string{"none"},
-		"revocation_endpoint_auth_methods_supported": []string{"none"},
+		"token_endpoint_auth_methods_supported":      authMethods,
+		"revocation_endpoint_auth_methods_supported": authMethods,
 		"id_token_signing_alg_values_supported":      algs,
 		"access_token_signing_alg_values_supported":  algs,
-		"claims_supported":                           []string{"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "groups"},
+		"claims_supported":                           []string{"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope", "groups"},
+	}
+	if err == nil && len(scopes) > 0 {
+		doc["scopes_supported"] = scopes
 	}
 	if len(i.cfg.IntrospectionPolicy) > 0 {
 		doc["introspection_endpoint"] = u + PathIntrospect
@@ -98,15 +114,60 @@ func (i *Issuer) revoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, oerr)
 		return
 	}
+	// The client authenticates as at the token endpoint (RFC 7009 section
+	// 2.1), except that a request naming no client is not given the default
+	// one: the session says whose it is.
+	creds, err := oauthclients.ClientCredentials(r.Header, url.Values(f))
+	if err != nil {
+		writeError(w, i.clientError(r, "", err))
+		return
+	}
+	var authed *oauthclients.Client
+	if creds.ID != "" {
+		if authed, err = i.clients.Authenticate(r.Context(), creds, clientAddr(r)); err != nil {
+			writeError(w, i.clientError(r, creds.ID, err))
+			return
+		}
+	}
 	i.proveRevocation(r, token)
 	// Access tokens are short-lived JWTs and cannot be revoked one by one;
 	// RFC 7009 section 2.2 lets the server ignore them.
-	if err := i.sessions.Revoke(r.Context(), token); err != nil {
+	err = i.sessions.Revoke(r.Context(), token, func(s *v1alpha1.RefreshTokenSpec) error {
+		return i.mayRevoke(r, authed, s)
+	})
+	var oe *oauthError
+	switch {
+	case errors.As(err, &oe):
+		writeError(w, oe)
+		return
+	case err != nil:
 		writeError(w, i.internal(r, "revoking", err))
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
+}
+
+// mayRevoke checks that the session of a presented refresh token was issued
+// to the client revoking it (RFC 7009 section 2.1): the authenticated client
+// must be the session's, and a Confidential client's session is revoked only
+// by that client, authenticated. A Public client's session may be revoked by
+// whoever holds its refresh token, as anyone holding it could use it.
+func (i *Issuer) mayRevoke(r *http.Request, authed *oauthclients.Client, s *v1alpha1.RefreshTokenSpec) error {
+	if authed != nil {
+		if authed.ID != s.ClientID {
+			return newError(http.StatusBadRequest, errUnauthorizedClient, "the token was not issued to this client")
+		}
+		return nil
+	}
+	c, found, err := i.clients.Lookup(r.Context(), s.ClientID)
+	if err != nil {
+		return fmt.Errorf("resolving client %s: %w", s.ClientID, err)
+	}
+	if found && c.Type == v1alpha1.ClientTypeConfidential {
+		return i.clientError(r, c.ID, oauthclients.MissingSecret())
+	}
+	return nil
 }
 
 // proveRevocation tells the rate limit whether a revocation proved

@@ -137,8 +137,6 @@ func newFuzzIssuer(tb testing.TB, set *keys.Set) http.Handler {
 	}
 	return issuer.New(issuer.Config{
 		URL:                 fuzzIssuerURL,
-		Audience:            "rotor",
-		AllowedAudiences:    []string{"api"},
 		DefaultClientID:     "rotor",
 		PasswordGrant:       true,
 		JWKSMaxAge:          15 * time.Minute,
@@ -152,6 +150,7 @@ func newFuzzIssuer(tb testing.TB, set *keys.Set) http.Handler {
 		},
 		Sessions: store,
 		Accounts: fuzzAccounts{},
+		Clients:  issuer.TestClients(tb, issuer.PublicClient("rotor", "rotor", "api"), issuer.PublicClient("cli", "rotor", "api")),
 		Exchange: fuzzReviewer{fuzzSAToken: {
 			Namespace: "apps", Name: "api", Username: "system:serviceaccount:apps:api",
 		}},
@@ -212,8 +211,12 @@ func checkFuzzAnswer(t *testing.T, method, path, contentType string, body []byte
 	status := rec.Code
 	what := fmt.Sprintf("%s %s (Content-Type %q, body %q): %d %q",
 		method, path, contentType, body, status, rec.Body.Bytes())
-	g.Expect(status).To(BeElementOf(http.StatusOK, http.StatusBadRequest, http.StatusMethodNotAllowed,
-		http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType), what)
+	g.Expect(status).To(BeElementOf(http.StatusOK, http.StatusBadRequest, http.StatusUnauthorized, http.StatusMethodNotAllowed,
+		http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusTooManyRequests), what)
+	if status == http.StatusUnauthorized {
+		// invalid_client: RFC 6749 section 5.2 and RFC 9110 want a challenge.
+		g.Expect(rec.Header().Get("WWW-Authenticate")).To(HavePrefix("Basic "), what)
+	}
 	g.Expect(rec.Header().Get("Cache-Control")).To(Equal("no-store"), what)
 	if method != http.MethodPost {
 		g.Expect(status).To(Equal(http.StatusMethodNotAllowed), what)
@@ -236,7 +239,7 @@ func checkFuzzAnswer(t *testing.T, method, path, contentType string, body []byte
 	g.Expect(json.Unmarshal(rec.Body.Bytes(), &a)).To(Succeed(), what)
 	if status != http.StatusOK {
 		g.Expect(a.Error).To(BeElementOf("invalid_request", "invalid_grant", "unsupported_grant_type",
-			"invalid_target", "unauthorized_client"), what)
+			"invalid_target", "invalid_scope", "unauthorized_client", "invalid_client"), what)
 		g.Expect(a.Description).To(MatchRegexp(oauthErrorDescription.String()), what)
 		return
 	}

@@ -17,6 +17,9 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,6 +29,7 @@ import (
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/dev/testenv"
+	"rotor.dev/rotor/pkg/oauthclients"
 	"rotor.dev/rotor/pkg/server"
 )
 
@@ -120,6 +124,10 @@ func newReplica(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...
 	o.InsecureHTTP = true
 	o.Clock = clock
 	o.LeaderElect = false
+	// Requests without client_id come from the namespace's public "rotor"
+	// client, as they do with the chart's default values.
+	o.DefaultClientID = defaultClient
+	createClient(t, ns, defaultClient, publicSpec("rotor"))
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -166,6 +174,8 @@ type requestCounter struct {
 	// sessionReads are the reads of one RefreshToken by name (reads
 	// counts them too): what a cold session cache costs.
 	sessionReads atomic.Int64
+	// all counts every API request of any kind but watches.
+	all atomic.Int64
 }
 
 // transport counts the replica's requests, fails them all once the replica
@@ -174,6 +184,9 @@ func (r *replica) transport(rt http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		if r.cut.Load() {
 			return nil, errors.New("test: partitioned from the API server")
+		}
+		if req.URL.Query().Get("watch") != "true" {
+			r.Requests.all.Add(1)
 		}
 		if !strings.Contains(req.URL.Path, "/refreshtokens") || req.URL.Query().Get("watch") == "true" {
 			return rt.RoundTrip(req)
@@ -212,7 +225,73 @@ func (r *replica) start() {
 
 func (r *replica) ready() bool {
 	_, ok := r.Server.Keys.Active()
-	return ok && r.Server.Accounts.ReadyCheck(nil) == nil && r.Server.Evictor.Synced()
+	if !ok || r.Server.Accounts.ReadyCheck(nil) != nil || !r.Server.Evictor.Synced() {
+		return false
+	}
+	c, found, err := r.Server.Clients.Lookup(context.Background(), defaultClient)
+	return err == nil && found && c.Ready
+}
+
+// defaultClient is the client_id of requests that send none.
+const defaultClient = "rotor"
+
+// publicSpec is a Public client that may log in, exchange and refresh, for
+// audiences aud (the first is the default).
+func publicSpec(aud ...string) identityv1alpha1.OAuthClientSpec {
+	return identityv1alpha1.OAuthClientSpec{
+		Type: identityv1alpha1.ClientTypePublic,
+		GrantTypes: []identityv1alpha1.GrantType{
+			identityv1alpha1.GrantPassword, identityv1alpha1.GrantRefreshToken, identityv1alpha1.GrantTokenExchange,
+		},
+		Audiences: aud,
+	}
+}
+
+// createClient creates an OAuthClient unless one of that name exists; a
+// replica's reconciler (the leader's) makes it Ready.
+func createClient(t testing.TB, ns, name string, spec identityv1alpha1.OAuthClientSpec) {
+	t.Helper()
+	c := &identityv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec}
+	if err := env.Client.Create(context.Background(), c); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating OAuthClient %s: %v", name, err)
+	}
+}
+
+// createConfidentialClient applies what `rotor client create` prints for a
+// Confidential client and returns its secret.
+func createConfidentialClient(t testing.TB, ns, name string, spec identityv1alpha1.OAuthClientSpec) string {
+	t.Helper()
+	spec.Type = identityv1alpha1.ClientTypeConfidential
+	m, err := oauthclients.Manifests(name, ns, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range [][]byte{m.Client, m.Secret} {
+		obj := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(doc, &obj.Object); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Client.Create(context.Background(), obj); err != nil {
+			t.Fatalf("creating %s %s: %v", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	return m.PlaintextSecret
+}
+
+// waitClientReady waits until the replica may serve client id.
+func (r *replica) waitClientReady(id string) {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, found, err := r.Server.Clients.Lookup(context.Background(), id)
+		if err == nil && found && c.Ready {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("client %s not ready after 30s (found %v, err %v)", id, found, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (r *replica) waitReady() {
@@ -312,6 +391,7 @@ type tokenReply struct {
 	TokenType    string `json:"token_type"`
 	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token"`
+	Scope        string `json:"scope"`
 	Error        string `json:"error"`
 	Description  string `json:"error_description"`
 }

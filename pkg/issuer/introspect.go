@@ -15,6 +15,7 @@ type introspection struct {
 	Subject   string   `json:"sub,omitempty"`
 	Audience  []string `json:"aud,omitempty"`
 	ClientID  string   `json:"client_id,omitempty"`
+	Scope     string   `json:"scope,omitempty"`
 	Issuer    string   `json:"iss,omitempty"`
 	Expiry    int64    `json:"exp,omitempty"`
 	IssuedAt  int64    `json:"iat,omitempty"`
@@ -78,7 +79,7 @@ func (i *Issuer) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := introspection{
 		Active: true, TokenType: "Bearer", Subject: claims.Subject, Audience: claims.Audience,
-		ClientID: claims.ClientID, Issuer: claims.Issuer, JTI: claims.ID, Groups: claims.Groups,
+		ClientID: claims.ClientID, Scope: claims.Scope, Issuer: claims.Issuer, JTI: claims.ID, Groups: claims.Groups,
 		Username: claims.Subject,
 	}
 	if claims.ExpiresAt != nil {
@@ -108,7 +109,7 @@ func (i *Issuer) introspectRefresh(w http.ResponseWriter, r *http.Request, token
 		return
 	}
 	writeJSON(w, http.StatusOK, introspection{
-		Active: true, TokenType: "refresh_token", Subject: s.Subject, Audience: s.Audience, ClientID: s.ClientID,
+		Active: true, TokenType: "refresh_token", Subject: s.Subject, Audience: s.Audience, ClientID: s.ClientID, Scope: s.Scope,
 		Issuer: i.cfg.URL, Expiry: s.EndsAt().Unix(), IssuedAt: s.LastUsedAt.Unix(), Groups: s.Groups, Username: s.Subject,
 	})
 }

@@ -15,6 +15,7 @@ import (
 
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/keys"
+	"rotor.dev/rotor/pkg/oauthclients"
 	"rotor.dev/rotor/pkg/sessions"
 	"rotor.dev/rotor/pkg/tokens"
 	"rotor.dev/rotor/pkg/workload"
@@ -25,12 +26,11 @@ type Config struct {
 	// URL is the issuer identifier: the iss claim and the base of every
 	// endpoint in discovery. It must be what clients dial.
 	URL string
-	// Audience is the aud of access tokens when a client asks for none.
-	Audience string
-	// AllowedAudiences may be asked for with the audience parameter.
-	AllowedAudiences []string
-	// DefaultClientID is the client_id of requests that send none.
+	// DefaultClientID is the client whose requests may omit client_id; it
+	// must be Public. Empty: every request names its client.
 	DefaultClientID string
+	// Lifetimes are the server's; a client's own are bounded by them.
+	Lifetimes oauthclients.Lifetimes
 	// PasswordGrant enables grant_type=password.
 	PasswordGrant bool
 	// JWKSMaxAge is the Cache-Control max-age of the JWKS; it must be
@@ -70,6 +70,14 @@ type Accounts interface {
 	Lookup(username string) (accounts.Account, bool)
 }
 
+// Clients authenticates and resolves registered OAuth clients
+// (oauthclients.Registry), from caches.
+type Clients interface {
+	Authenticate(ctx context.Context, creds oauthclients.Credentials, clientAddr string) (*oauthclients.Client, error)
+	Lookup(ctx context.Context, id string) (c *oauthclients.Client, found bool, err error)
+	Scopes(ctx context.Context) ([]string, error)
+}
+
 // Issuer serves the endpoints.
 type Issuer struct {
 	cfg      Config
@@ -78,6 +86,7 @@ type Issuer struct {
 	verifier *tokens.Verifier
 	sessions *sessions.Store
 	accounts Accounts
+	clients  Clients
 	// exchange reviews subject tokens; introspectors authenticates callers
 	// of /introspect (cached).
 	exchange      Reviewer
@@ -97,6 +106,7 @@ type Deps struct {
 	Verifier *tokens.Verifier
 	Sessions *sessions.Store
 	Accounts Accounts
+	Clients  Clients
 	// Exchange reviews subject tokens of the token-exchange grant.
 	Exchange Reviewer
 	// Introspectors authenticates callers of /introspect; cache it.
@@ -107,7 +117,7 @@ type Deps struct {
 // New returns an Issuer.
 func New(cfg Config, d Deps) *Issuer {
 	return &Issuer{cfg: cfg, keys: d.Keys, minter: d.Minter, verifier: d.Verifier, sessions: d.Sessions,
-		accounts: d.Accounts, exchange: d.Exchange, introspectors: d.Introspectors, log: d.Log,
+		accounts: d.Accounts, clients: d.Clients, exchange: d.Exchange, introspectors: d.Introspectors, log: d.Log,
 		limiter: newLimiter(cfg.UnauthenticatedBurst, cfg.UnauthenticatedPerSecond, cfg.Clock), subjects: newSubjectLimiter(cfg)}
 }
 

@@ -19,7 +19,7 @@ import (
 func TestDiscoveryAndKeysAreNeverServedIncomplete(t *testing.T) {
 	g := NewWithT(t)
 	set := keys.NewSet()
-	i := New(Config{URL: "https://rotor.example", Audience: "rotor", JWKSMaxAge: 15 * time.Minute}, Deps{Keys: set})
+	i := New(Config{URL: "https://rotor.example", JWKSMaxAge: 15 * time.Minute}, Deps{Keys: set, Clients: testClients(t, publicClient("rotor", "rotor"))})
 	get := func(path string) *httptest.ResponseRecorder {
 		w := httptest.NewRecorder()
 		i.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))

@@ -11,8 +11,12 @@ import (
 var (
 	tokensIssued = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rotor_tokens_issued_total",
-		Help: "Access and refresh token pairs issued, by grant type.",
-	}, []string{"grant_type"})
+		Help: "Successful token requests, by grant type and client_id.",
+	}, []string{"grant_type", "client"})
+	clientAuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rotor_client_authentication_failures_total",
+		Help: "Failed client authentications (invalid_client), by client_id (\"unknown\" for an unregistered one, \"none\" when the request named none) and reason.",
+	}, []string{"client", "reason"})
 	grantFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rotor_token_request_failures_total",
 		Help: "Refused token requests, by grant type and OAuth error code.",
@@ -33,7 +37,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(tokensIssued, grantFailures, refreshFailures, requestsThrottled, requestDuration)
+	metrics.Registry.MustRegister(tokensIssued, clientAuthFailures, grantFailures, refreshFailures, requestsThrottled, requestDuration)
 	for _, e := range []string{endpointToken, endpointRevoke, endpointIntrospect} {
 		requestsThrottled.WithLabelValues(e) // present at zero
 	}

@@ -26,6 +26,9 @@ type oauthError struct {
 	code        string
 	description string
 	retryAfter  time.Duration
+	// wwwAuthenticate is the challenge of a 401 invalid_client (RFC 6749
+	// section 5.2).
+	wwwAuthenticate string
 }
 
 func (e *oauthError) Error() string { return e.code + ": " + e.description }
@@ -46,6 +49,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, e *oauthError) {
 	if e.status == http.StatusMethodNotAllowed && w.Header().Get("Allow") == "" {
 		w.Header().Set("Allow", http.MethodPost)
+	}
+	if e.wwwAuthenticate != "" {
+		w.Header().Set("WWW-Authenticate", e.wwwAuthenticate)
 	}
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(e.retryAfter.Round(time.Second)/time.Second)))

@@ -417,12 +417,12 @@ func TestLimitThroughTheHandlers(t *testing.T) {
 	var reviews atomic.Int32
 	accts := &recordingAccounts{}
 	i := New(Config{
-		Audience: "rotor", DefaultClientID: "rotor", PasswordGrant: true,
+		DefaultClientID: "rotor", PasswordGrant: true,
 		ExchangePolicy:       workload.Policy{"apps/*"},
 		UnauthenticatedBurst: 2, UnauthenticatedPerSecond: 1,
 		TrustedProxies: prefixes("10.0.0.0/8"),
 		Clock:          clocktesting.NewFakePassiveClock(t0),
-	}, Deps{Accounts: accts, Exchange: strictReviewer{&reviews}, Introspectors: strictReviewer{&reviews}})
+	}, Deps{Accounts: accts, Clients: testClients(t, publicClient("rotor", "rotor")), Exchange: strictReviewer{&reviews}, Introspectors: strictReviewer{&reviews}})
 	h := i.Handler()
 	send := func(peer, xff, body string) int {
 		req := formRequest{method: http.MethodPost, target: PathToken, contentType: formType, body: body}.http()

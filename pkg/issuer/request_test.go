@@ -356,84 +356,6 @@ func TestRequiredParameters(t *testing.T) {
 	}
 }
 
-func TestClientID(t *testing.T) {
-	i := &Issuer{cfg: Config{DefaultClientID: "rotor"}}
-	tooLong := refusal(http.StatusBadRequest, "client_id is too long")
-	notPrintable := refusal(http.StatusBadRequest, "client_id must be printable ASCII")
-	c253 := strings.Repeat("c", 253)
-	e127 := strings.Repeat("é", 127) // 254 bytes
-	for _, tt := range []struct {
-		name string
-		sent []string // nil: no client_id
-		want string
-		err  *oauthError
-	}{
-		{name: "no client_id is the default one", want: "rotor"},
-		{name: "an empty client_id is the default one", sent: []string{""}, want: "rotor"},
-		{name: "a client_id is kept as sent", sent: []string{"Mobile App/2.1"}, want: "Mobile App/2.1"},
-		{name: "253 characters fit a session", sent: []string{c253}, want: c253},
-		{name: "254 characters do not", sent: []string{c253 + "c"}, err: tooLong},
-		{name: "254 bytes of UTF-8 are too long, whatever else", sent: []string{e127}, err: tooLong},
-		{name: "a tab is not printable", sent: []string{"app\tx"}, err: notPrintable},
-		{name: "DEL is not printable", sent: []string{"app\x7f"}, err: notPrintable},
-		{name: "a NUL byte is not printable", sent: []string{"app\x00"}, err: notPrintable},
-		{name: "non-ASCII is refused", sent: []string{"appé"}, err: notPrintable},
-		{name: "a space and punctuation are printable", sent: []string{` !"#~`}, want: ` !"#~`},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			f := form{}
-			if tt.sent != nil {
-				f["client_id"] = tt.sent
-			}
-			got, err := i.clientID(f)
-			if tt.err != nil {
-				if err == nil || *err != *tt.err {
-					t.Errorf("got %q, %+v; want %+v", got, err, *tt.err)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Errorf("got %q, %+v; want %q", got, err, tt.want)
-			}
-		})
-	}
-}
-
-func TestAudience(t *testing.T) {
-	i := &Issuer{cfg: Config{Audience: "rotor", AllowedAudiences: []string{"billing", "search"}}}
-	notAllowed := newError(http.StatusBadRequest, errInvalidTarget, "the audience is not allowed")
-	for _, tt := range []struct {
-		name string
-		sent string
-		want []string
-		err  *oauthError
-	}{
-		{name: "no audience is the default one", want: []string{"rotor"}},
-		{name: "the default audience may be asked for", sent: "rotor", want: []string{"rotor"}},
-		{name: "an allowed audience is granted alone", sent: "search", want: []string{"search"}},
-		{name: "an audience not allowed is invalid_target", sent: "evil", err: notAllowed},
-		{name: "audiences are compared exactly", sent: "Billing", err: notAllowed},
-		{name: "two audiences in one parameter are one unknown audience", sent: "billing search", err: notAllowed},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			f := form{}
-			if tt.sent != "" {
-				f["audience"] = []string{tt.sent}
-			}
-			got, err := i.audience(f)
-			if tt.err != nil {
-				if err == nil || *err != *tt.err {
-					t.Errorf("got %q, %+v; want %+v", got, err, *tt.err)
-				}
-				return
-			}
-			if err != nil || !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got %q, %+v; want %q", got, err, tt.want)
-			}
-		})
-	}
-}
-
 func TestBearer(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
@@ -518,10 +440,10 @@ func TestTokenRequestChecks(t *testing.T) {
 	login := []string{"grant_type=password", "username=alice", "password=pw"}
 	with := func(base []string, params ...string) []string { return append(append([]string{}, base...), params...) }
 	enabled := Config{
-		Audience: "rotor", DefaultClientID: "rotor", PasswordGrant: true,
+		DefaultClientID: "rotor", PasswordGrant: true,
 		ExchangePolicy: workload.Policy{"apps/*"},
 	}
-	disabled := Config{Audience: "rotor", DefaultClientID: "rotor"}
+	disabled := Config{DefaultClientID: "rotor"}
 	invalid := func(description string) *oauthError {
 		return newError(http.StatusBadRequest, errInvalidRequest, description)
 	}
@@ -554,9 +476,9 @@ func TestTokenRequestChecks(t *testing.T) {
 			want:   invalid("missing parameter grant_type"),
 		},
 		{
-			name:   "client_credentials is unsupported_grant_type",
+			name:   "authorization_code is unsupported_grant_type",
 			cfg:    enabled,
-			params: []string{"grant_type=client_credentials", "client_id=x", "client_secret=y"},
+			params: []string{"grant_type=authorization_code", "code=x", "client_id=rotor"},
 			want:   unsupported("unsupported grant_type"),
 		},
 		{
@@ -601,19 +523,19 @@ func TestTokenRequestChecks(t *testing.T) {
 			name:   "a login asking for an audience not allowed is invalid_target",
 			cfg:    enabled,
 			params: with(login, "audience=evil"),
-			want:   newError(http.StatusBadRequest, errInvalidTarget, "the audience is not allowed"),
+			want:   newError(http.StatusBadRequest, errInvalidTarget, "the client may not request this audience"),
 		},
 		{
 			name:   "a login with a client_id too long for a session is invalid_request",
 			cfg:    enabled,
 			params: with(login, "client_id="+strings.Repeat("c", 254)),
-			want:   invalid("client_id is too long"),
+			want:   invalid("client_id must be printable ASCII, at most 253 characters"),
 		},
 		{
 			name:   "a login with a client_id that is not printable ASCII is invalid_request",
 			cfg:    enabled,
 			params: with(login, "client_id=app%09x"),
-			want:   invalid("client_id must be printable ASCII"),
+			want:   invalid("client_id must be printable ASCII, at most 253 characters"),
 		},
 		{
 			name:   "a login sending a refresh token instead of a password is invalid_request",
@@ -671,7 +593,7 @@ func TestTokenRequestChecks(t *testing.T) {
 			name:   "an exchange asking for an audience not allowed is invalid_target",
 			cfg:    enabled,
 			params: []string{exchange, "subject_token=x", jwtType, "audience=evil"},
-			want:   newError(http.StatusBadRequest, errInvalidTarget, "the audience is not allowed"),
+			want:   newError(http.StatusBadRequest, errInvalidTarget, "the client may not request this audience"),
 		},
 
 		// Where the lookups start.
@@ -690,16 +612,21 @@ func TestTokenRequestChecks(t *testing.T) {
 			asks:   "review",
 		},
 		{
-			name:   "an exchange checks its client_id only after the review",
+			name:   "an exchange checks its client before the review",
 			cfg:    enabled,
 			params: []string{exchange, "subject_token=x", jwtType, "client_id=" + strings.Repeat("c", 254)},
-			want:   badGrant("the subject token is not a valid ServiceAccount token for this issuer"),
-			asks:   "review",
+			want:   invalid("client_id must be printable ASCII, at most 253 characters"),
+		},
+		{
+			name:   "an exchange by an unknown client is invalid_client before the review",
+			cfg:    enabled,
+			params: []string{exchange, "subject_token=x", jwtType, "client_id=nobody"},
+			want:   &oauthError{status: http.StatusUnauthorized, code: "invalid_client", description: "unknown client"},
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var accountsAsked, reviews atomic.Int32
-			i := &Issuer{cfg: tt.cfg, accounts: strictAccounts{&accountsAsked},
+			i := &Issuer{cfg: tt.cfg, accounts: strictAccounts{&accountsAsked}, clients: testClients(t, publicClient("rotor", "rotor")),
 				exchange: strictReviewer{&reviews}, introspectors: strictReviewer{&reviews}}
 			body := strings.Join(tt.params, "&")
 			req := httptest.NewRequest(http.MethodPost, PathToken, strings.NewReader(body))
@@ -721,6 +648,9 @@ func TestTokenRequestChecks(t *testing.T) {
 				"Content-Type":  {"application/json"},
 				"Cache-Control": {"no-store"},
 				"Pragma":        {"no-cache"},
+			}
+			if tt.want.status == http.StatusUnauthorized {
+				wantHeader["Www-Authenticate"] = []string{`Basic realm="", charset="UTF-8"`}
 			}
 			if !reflect.DeepEqual(rec.Header(), wantHeader) {
 				t.Errorf("headers %v, want %v", rec.Header(), wantHeader)

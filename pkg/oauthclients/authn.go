@@ -5,11 +5,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // This file and registry.go and policy.go are the token endpoint's client
-// authentication and per-client policy. pkg/issuer does not call them yet:
-// the token handler will, in this order: ClientCredentials on the request,
+// authentication and per-client policy. The token endpoint (pkg/issuer)
+// calls them in this order: ClientCredentials on the request,
 // Registry.Authenticate, then Client.AllowsGrant, Client.Audience,
 // Client.Scope and Client.Lifetimes for the grant.
 
@@ -66,6 +67,7 @@ const (
 	ReasonMissingSecret     Reason = "missing_secret"      // a confidential client without a secret
 	ReasonWrongSecret       Reason = "wrong_secret"        // the secret matches no hash
 	ReasonUnexpectedSecret  Reason = "unexpected_secret"   // a public client sending a secret
+	ReasonThrottled         Reason = "throttled"           // too many failed authentications
 	ReasonGrantNotAllowed   Reason = "grant_not_allowed"   // unauthorized_client
 	ReasonAudienceNotListed Reason = "audience_not_listed" // invalid_target
 	ReasonScopeNotAllowed   Reason = "scope_not_allowed"   // invalid_scope
@@ -84,6 +86,10 @@ type Error struct {
 	// Basic or another scheme): RFC 6749 section 5.2 then requires a 401
 	// with WWW-Authenticate for invalid_client.
 	Basic bool
+	// RetryAfter, when not zero, is how long the client should wait before
+	// trying again: the caller sends it as a Retry-After header (RFC 9110
+	// section 10.2.3, in seconds) with a 429.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Description }
@@ -106,6 +112,14 @@ func (e *Error) WWWAuthenticate(realm string) string {
 // 5.2, and what a client library retrying with other credentials expects).
 func invalidClient(reason Reason, basic bool, description string) *Error {
 	return &Error{Code: CodeInvalidClient, Status: http.StatusUnauthorized, Description: description, Reason: reason, Basic: basic}
+}
+
+// MissingSecret is the *Error for a request that did not authenticate a
+// Confidential client it had to (such as a refresh of its session sent
+// without credentials): invalid_client, 401.
+func MissingSecret() *Error {
+	return invalidClient(ReasonMissingSecret, false,
+		"the client must authenticate with its secret (client_secret_basic or client_secret_post)")
 }
 
 func badRequest(code string, reason Reason, basic bool, description string) *Error {

@@ -108,6 +108,48 @@ func (c *Client) Scope(requested string) (string, error) {
 	return strings.Join(slices.Compact(tokens), " "), nil
 }
 
+// RefreshScope is the scope of an access token refreshed from a session
+// granted sessionScope (RFC 6749 section 6): the requested scope when one
+// is sent, which may narrow but never widen the session's (invalid_scope
+// otherwise), the session's when none is; less any scope-token the client
+// may no longer request, so that removing a scope from a client takes
+// effect at its sessions' next refresh, as removing a group from an account
+// does. The result is canonical, as Scope's.
+func (c *Client) RefreshScope(sessionScope, requested string) (string, error) {
+	granted := strings.Fields(sessionScope)
+	want := granted
+	if requested != "" {
+		want = strings.Split(requested, " ")
+		for _, t := range want {
+			if t == "" {
+				return "", badRequest(CodeInvalidScope, ReasonScopeNotAllowed, false, "scope must be scope-tokens separated by single spaces")
+			}
+			if !slices.Contains(granted, t) {
+				return "", badRequest(CodeInvalidScope, ReasonScopeNotAllowed, false, "scope "+printableScope(t)+" was not granted to this session")
+			}
+		}
+	}
+	out := make([]string, 0, len(want))
+	for _, t := range want {
+		if _, ok := c.Scopes[t]; ok {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(slices.Compact(out), " "), nil
+}
+
+// AllowsAudience reports whether every value of aud (a session's audience)
+// is one the client may request now.
+func (c *Client) AllowsAudience(aud []string) bool {
+	for _, a := range aud {
+		if !slices.Contains(c.Audiences, a) {
+			return false
+		}
+	}
+	return len(aud) > 0
+}
+
 // printableScope quotes a requested scope-token in an error description:
 // short, and within error_description's characters (%x20-21 / %x23-5B /
 // %x5D-7E), which a scope-token's are but for the space it cannot hold.

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -41,8 +42,9 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // startRegistry starts, as the manager would, a cache of ns's OAuthClients
-// and the SecretCache, and returns a Registry over them.
-func startRegistry(t *testing.T, ctx context.Context, ns string, counter *apiCounter) *oauthclients.Registry {
+// and the SecretCache, and returns a Registry over them configured by o
+// (Namespace is set to ns).
+func startRegistry(t *testing.T, ctx context.Context, ns string, counter *apiCounter, o oauthclients.RegistryOptions) *oauthclients.Registry {
 	t.Helper()
 	g := NewWithT(t)
 	cfg := counter.config()
@@ -59,8 +61,15 @@ func startRegistry(t *testing.T, ctx context.Context, ns string, counter *apiCou
 	go func() { _ = secrets.Start(ctx) }()
 	g.Expect(clients.WaitForCacheSync(ctx)).To(BeTrue())
 	g.Eventually(func() error { return secrets.ReadyCheck(nil) }).Should(Succeed())
-	return oauthclients.NewRegistry(clients, secrets, ns)
+	o.Namespace = ns
+	reg, err := oauthclients.NewRegistry(clients, secrets, o)
+	g.Expect(err).NotTo(HaveOccurred())
+	return reg
 }
+
+// addr is the client address of the tests that do not exercise the
+// throttle.
+const addr = "192.0.2.1"
 
 // createClient creates an OAuthClient and sets its Ready condition as the
 // reconciler would (status "" leaves it without one).
@@ -131,7 +140,9 @@ func TestRegistryAuthenticate(t *testing.T) {
 	createClient(t, ctx, env.Namespace(t), "elsewhere", publicSpec(password), metav1.ConditionTrue)
 
 	counter := &apiCounter{}
-	reg := startRegistry(t, ctx, ns, counter)
+	// The cases below fail 5 times for app and 4 for unknown ids, from one
+	// address: within the default budget.
+	reg := startRegistry(t, ctx, ns, counter, oauthclients.RegistryOptions{})
 	g.Eventually(func() bool {
 		_, found, err := reg.Lookup(ctx, "inconsistent")
 		return err == nil && found
@@ -178,7 +189,7 @@ func TestRegistryAuthenticate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			c, err := reg.Authenticate(ctx, tc.creds)
+			c, err := reg.Authenticate(ctx, tc.creds, addr)
 			if tc.code == "" {
 				g.Expect(err).NotTo(HaveOccurred())
 				g.Expect(c.ID).To(Equal(tc.creds.ID))
@@ -205,7 +216,7 @@ func TestRegistryAuthenticate(t *testing.T) {
 
 	t.Run("the resolved client is the OAuthClient's spec", func(t *testing.T) {
 		g := NewWithT(t)
-		c, err := reg.Authenticate(ctx, none("cli"))
+		c, err := reg.Authenticate(ctx, none("cli"), addr)
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(c.Type).To(Equal(identityv1alpha1.ClientTypePublic))
 		g.Expect(c.Grants).To(Equal(set("password", "refresh_token")))
@@ -247,10 +258,12 @@ func TestRegistrySecretRotation(t *testing.T) {
 	old, oldHash := oauthclients.Generate()
 	sec := createSecret(t, ctx, ns, "client-secret-app", map[string]string{oauthclients.KeySecretHash: oldHash})
 	createClient(t, ctx, ns, "app", confidential("client-secret-app", identityv1alpha1.GrantClientCredentials), metav1.ConditionTrue)
-	reg := startRegistry(t, ctx, ns, &apiCounter{})
+	// Polling a secret the cache does not know yet spends the failure
+	// budget: make it too large to matter here.
+	reg := startRegistry(t, ctx, ns, &apiCounter{}, oauthclients.RegistryOptions{Burst: 100000})
 	auth := func(s string) func() error {
 		return func() error {
-			_, err := reg.Authenticate(ctx, oauthclients.Credentials{ID: "app", Secret: s, Method: oauthclients.MethodBasic})
+			_, err := reg.Authenticate(ctx, oauthclients.Credentials{ID: "app", Secret: s, Method: oauthclients.MethodBasic}, addr)
 			return err
 		}
 	}
@@ -281,9 +294,125 @@ func TestRegistryOverACacheNotStartedFailsWithoutAnOAuthError(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	secrets, err := oauthclients.NewSecretCache(env.Config, env.Scheme, ns)
 	g.Expect(err).NotTo(HaveOccurred())
-	reg := oauthclients.NewRegistry(clients, secrets, ns)
-	_, err = reg.Authenticate(context.Background(), oauthclients.Credentials{ID: "app", Method: oauthclients.MethodNone})
+	reg, err := oauthclients.NewRegistry(clients, secrets, oauthclients.RegistryOptions{Namespace: ns})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = reg.Authenticate(context.Background(), oauthclients.Credentials{ID: "app", Method: oauthclients.MethodNone}, addr)
 	g.Expect(err).To(HaveOccurred())
 	var e *oauthclients.Error
 	g.Expect(errors.As(err, &e)).To(BeFalse(), "a cache failure is the server's (500/503), not the client's: %v", err)
+}
+
+func TestRegistryThrottlesFailedAuthentications(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := env.Namespace(t)
+	secret, hash := oauthclients.Generate()
+	wrong, _ := oauthclients.Generate()
+	createSecret(t, ctx, ns, "client-secret-app", map[string]string{oauthclients.KeySecretHash: hash})
+	createClient(t, ctx, ns, "app", confidential("client-secret-app", identityv1alpha1.GrantClientCredentials), metav1.ConditionTrue)
+	createClient(t, ctx, ns, "cli", publicSpec(identityv1alpha1.GrantPassword), metav1.ConditionTrue)
+	// Budgets: a (client, address) pair may fail 3 times, then once per 10 s.
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1_800_000_000, 0))
+	reg := startRegistry(t, ctx, ns, &apiCounter{}, oauthclients.RegistryOptions{FailuresPerMinute: 6, Burst: 3, Clock: clk})
+	g.Eventually(func() error {
+		_, err := reg.Authenticate(ctx, oauthclients.Credentials{ID: "app", Secret: secret, Method: oauthclients.MethodBasic}, "192.0.2.99")
+		return err
+	}).Should(Succeed())
+
+	auth := func(id, s, from string) error {
+		_, err := reg.Authenticate(ctx, oauthclients.Credentials{ID: id, Secret: s, Method: oauthclients.MethodPost}, from)
+		return err
+	}
+	throttled := func(g Gomega, err error) {
+		var e *oauthclients.Error
+		g.Expect(errors.As(err, &e)).To(BeTrue(), "got %v", err)
+		g.Expect(e.Code).To(Equal("invalid_client"))
+		g.Expect(e.Reason).To(Equal(oauthclients.ReasonThrottled))
+		g.Expect(e.Status).To(Equal(http.StatusTooManyRequests))
+		g.Expect(e.RetryAfter).To(Equal(time.Minute))
+		g.Expect(e.WWWAuthenticate("rotor")).To(BeEmpty(), "a 429 carries no challenge")
+		g.Expect(e.Description).To(Equal("too many failed client authentications; retry later"))
+	}
+	reason := func(err error) oauthclients.Reason {
+		var e *oauthclients.Error
+		if !errors.As(err, &e) {
+			return ""
+		}
+		return e.Reason
+	}
+
+	t.Run("a guesser's wrong secrets stop it, even with the right one, from its address only", func(t *testing.T) {
+		g := NewWithT(t)
+		for range 3 {
+			g.Expect(reason(auth("app", wrong, "203.0.113.1:4000"))).To(Equal(oauthclients.ReasonWrongSecret))
+		}
+		throttled(g, auth("app", secret, "203.0.113.1:4001"))
+		g.Expect(auth("app", secret, "198.51.100.1")).To(Succeed(), "another address still authenticates")
+		// One failure refills in 10 s at 6/min.
+		clk.SetTime(clk.Now().Add(9 * time.Second))
+		throttled(g, auth("app", secret, "203.0.113.1"))
+		clk.SetTime(clk.Now().Add(time.Second))
+		g.Expect(auth("app", secret, "203.0.113.1")).To(Succeed(), "the budget has refilled")
+	})
+
+	t.Run("every invalid_client spends the budget", func(t *testing.T) {
+		g := NewWithT(t)
+		from := "203.0.113.2"
+		g.Expect(reason(auth("cli", "x", from))).To(Equal(oauthclients.ReasonUnexpectedSecret))
+		_, err := reg.Authenticate(ctx, oauthclients.Credentials{ID: "cli", Method: oauthclients.MethodNone}, from)
+		g.Expect(err).NotTo(HaveOccurred(), "a success spends nothing")
+		g.Expect(reason(auth("cli", "x", from))).To(Equal(oauthclients.ReasonUnexpectedSecret))
+		g.Expect(reason(auth("cli", "x", from))).To(Equal(oauthclients.ReasonUnexpectedSecret))
+		throttled(g, auth("cli", "x", from))
+	})
+
+	t.Run("unknown client_ids share one budget, so junk cannot flood the table", func(t *testing.T) {
+		g := NewWithT(t)
+		from := "203.0.113.3"
+		for _, id := range []string{"nobody", "nobody-else", "Not/A Name"} {
+			g.Expect(reason(auth(id, secret, from))).To(Equal(oauthclients.ReasonUnknownClient))
+		}
+		throttled(g, auth("yet-another", secret, from))
+		g.Expect(auth("app", secret, from)).To(Succeed(), "a real client from that address has its own budget")
+	})
+
+	t.Run("a request naming no client is not throttled", func(t *testing.T) {
+		g := NewWithT(t)
+		for range 10 {
+			_, err := reg.Authenticate(ctx, oauthclients.Credentials{Method: oauthclients.MethodNone}, "203.0.113.4")
+			g.Expect(reason(err)).To(Equal(oauthclients.ReasonMissingClientID))
+		}
+		g.Expect(auth("app", secret, "203.0.113.4")).To(Succeed())
+	})
+}
+
+func TestRegistryScopesAreTheUnionOfReadyClients(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := env.Namespace(t)
+	_, hash := oauthclients.Generate()
+	with := func(spec identityv1alpha1.OAuthClientSpec, scopes ...string) identityv1alpha1.OAuthClientSpec {
+		spec.Scopes = scopes
+		return spec
+	}
+	createClient(t, ctx, ns, "cli", with(publicSpec(identityv1alpha1.GrantPassword), "openid", "groups"), metav1.ConditionTrue)
+	createSecret(t, ctx, ns, "client-secret-app", map[string]string{oauthclients.KeySecretHash: hash})
+	createClient(t, ctx, ns, "app", with(confidential("client-secret-app", identityv1alpha1.GrantClientCredentials), "groups", "api:read"), metav1.ConditionTrue)
+	createClient(t, ctx, ns, "none", publicSpec(identityv1alpha1.GrantPassword), metav1.ConditionTrue)
+	// Not Ready: refused by the reconciler, never judged, or Ready by a
+	// condition its missing Secret no longer bears out.
+	createClient(t, ctx, ns, "refused", with(publicSpec(identityv1alpha1.GrantPassword), "refused-scope"), metav1.ConditionFalse)
+	createClient(t, ctx, ns, "unjudged", with(publicSpec(identityv1alpha1.GrantPassword), "unjudged-scope"), "")
+	createClient(t, ctx, ns, "secret-gone", with(confidential("client-secret-gone", identityv1alpha1.GrantClientCredentials), "gone-scope"), metav1.ConditionTrue)
+	createClient(t, ctx, env.Namespace(t), "elsewhere", with(publicSpec(identityv1alpha1.GrantPassword), "elsewhere-scope"), metav1.ConditionTrue)
+
+	counter := &apiCounter{}
+	reg := startRegistry(t, ctx, ns, counter, oauthclients.RegistryOptions{})
+	want := []string{"api:read", "groups", "openid"}
+	g.Eventually(func() ([]string, error) { return reg.Scopes(ctx) }).Should(Equal(want))
+	reads := counter.reads.Load()
+	g.Expect(reg.Scopes(ctx)).To(Equal(want))
+	g.Expect(counter.reads.Load()).To(Equal(reads), "Scopes reads the caches only")
 }

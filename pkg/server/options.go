@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
 
 	"rotor.dev/rotor/pkg/accounts"
@@ -34,7 +35,6 @@ type Options struct {
 	RefreshReuseGrace  time.Duration
 	PasswordGrant      bool
 	Audience           string
-	AllowedAudiences   stringList
 	DefaultClientID    string
 	ClockSkew          time.Duration
 	RevokedRetention   time.Duration
@@ -99,7 +99,6 @@ func DefaultOptions() Options {
 		RefreshReuseGrace:        5 * time.Second,
 		PasswordGrant:            true,
 		Audience:                 "rotor",
-		DefaultClientID:          "rotor",
 		ClockSkew:                2 * time.Minute,
 		RevokedRetention:         time.Hour,
 		KeyAlgorithm:             string(keys.ES256),
@@ -139,9 +138,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.SessionCacheSize, "session-cache-size", o.SessionCacheSize, "Sessions kept in each replica's LRU cache.")
 	fs.DurationVar(&o.RefreshReuseGrace, "refresh-reuse-grace", o.RefreshReuseGrace, "A replay of the previous refresh token within this long after its rotation is refused without revoking the session (a client racing itself). 0 is strict.")
 	fs.BoolVar(&o.PasswordGrant, "password-grant", o.PasswordGrant, "Enable grant_type=password.")
-	fs.StringVar(&o.Audience, "audience", o.Audience, "Default aud of access tokens.")
-	fs.Var(&o.AllowedAudiences, "allowed-audiences", "Comma-separated audiences a client may request with the audience parameter.")
-	fs.StringVar(&o.DefaultClientID, "default-client-id", o.DefaultClientID, "client_id of requests that send none.")
+	fs.StringVar(&o.Audience, "audience", o.Audience, "The aud that /userinfo accepts. Which audiences a client's tokens carry is the OAuthClient's spec.audiences.")
+	fs.StringVar(&o.DefaultClientID, "default-client-id", o.DefaultClientID, "OAuthClient (in --namespace) that token requests without client_id are made by; it must be Public. Empty: client_id is required.")
 	fs.DurationVar(&o.ClockSkew, "clock-skew", o.ClockSkew, "Allowed clock skew when verifying tokens.")
 	fs.DurationVar(&o.RevokedRetention, "revoked-session-retention", o.RevokedRetention, "How long revoked sessions stay visible (kubectl get rt) before garbage collection deletes them.")
 	fs.IntVar(&o.MaxSessionsPerSubject, "max-sessions-per-subject", o.MaxSessionsPerSubject, "Live sessions one subject (account or ServiceAccount) may hold. Beyond it the leader deletes the oldest session of the same client, or the subject's oldest, shortly after the new one is created (rotor_sessions_evicted_total). Revoked sessions and sessions created before rotor labelled them do not count. Keep it above twice the replicas of the largest Deployment sharing one ServiceAccount (a pod holds one or two exchanged sessions). 0 disables the limit.")
@@ -215,6 +213,11 @@ func (o *Options) Validate() error {
 	}
 	if _, err := workload.ParsePolicy(o.IntrospectionAllow); err != nil {
 		errs = append(errs, fmt.Errorf("--introspection-allow: %w", err))
+	}
+	if o.DefaultClientID != "" {
+		if errs1 := validation.IsDNS1123Subdomain(o.DefaultClientID); len(errs1) > 0 {
+			errs = append(errs, fmt.Errorf("--default-client-id %q must name an OAuthClient: %s", o.DefaultClientID, strings.Join(errs1, "; ")))
+		}
 	}
 	if o.ServiceAccountAudience == "" {
 		errs = append(errs, errors.New("--serviceaccount-audience must not be empty"))

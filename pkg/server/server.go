@@ -49,6 +49,7 @@ type Server struct {
 	Keys     *keys.Set
 	Sessions *sessions.Store
 	Accounts *accounts.Store
+	Clients  *oauthclients.Registry
 	Evictor  *sessions.Evictor
 	Issuer   *issuer.Issuer
 
@@ -93,7 +94,7 @@ func New(cfg *rest.Config, o Options, log logr.Logger) (*Server, error) {
 			return nil, fmt.Errorf("%s: %w", step.name, err)
 		}
 	}
-	return &Server{Manager: w.mgr, Keys: w.keys, Sessions: w.store, Accounts: w.accts, Evictor: w.evictor, Issuer: w.iss, listener: w.ln}, nil
+	return &Server{Manager: w.mgr, Keys: w.keys, Sessions: w.store, Accounts: w.accts, Clients: w.clients, Evictor: w.evictor, Issuer: w.iss, listener: w.ln}, nil
 }
 
 // wiring holds what the steps of New have built so far.
@@ -102,18 +103,21 @@ type wiring struct {
 	o   Options
 	log logr.Logger
 
-	mgr      manager.Manager
-	keys     *keys.Set
-	accts    *accounts.Store
-	clients  *oauthclients.SecretCache
-	apiCfg   *rest.Config // the token path's own rate limit and user agent
-	api      client.Client
-	meta     metadata.Interface
-	store    *sessions.Store
-	evictor  *sessions.Evictor
-	reviewer *workload.Reviewer
-	iss      *issuer.Issuer
-	ln       net.Listener
+	mgr     manager.Manager
+	keys    *keys.Set
+	accts   *accounts.Store
+	clients *oauthclients.Registry
+	secrets *oauthclients.SecretCache
+	// clientsSynced reports the OAuthClient informer synced.
+	clientsSynced func() bool
+	apiCfg        *rest.Config // the token path's own rate limit and user agent
+	api           client.Client
+	meta          metadata.Interface
+	store         *sessions.Store
+	evictor       *sessions.Evictor
+	reviewer      *workload.Reviewer
+	iss           *issuer.Issuer
+	ln            net.Listener
 }
 
 func (w *wiring) manager() error {
@@ -216,7 +220,24 @@ func (w *wiring) oauthClients() error {
 	if err := w.mgr.Add(secrets); err != nil {
 		return err
 	}
-	w.clients = secrets
+	// Every replica resolves clients on each token request: start the
+	// OAuthClient informer with the manager rather than on the first
+	// request, and report ready only once it has synced.
+	informer, err := w.mgr.GetCache().GetInformer(context.Background(), &identityv1alpha1.OAuthClient{})
+	if err != nil {
+		return fmt.Errorf("watching OAuthClients: %w", err)
+	}
+	w.clientsSynced = informer.HasSynced
+	w.secrets = secrets
+	w.clients, err = oauthclients.NewRegistry(w.mgr.GetCache(), secrets, oauthclients.RegistryOptions{
+		Namespace:         w.o.Namespace,
+		FailuresPerMinute: w.o.LoginFailuresPerMinute,
+		Burst:             w.o.LoginFailureBurst,
+		Clock:             w.o.Clock,
+	})
+	if err != nil {
+		return err
+	}
 	return (&controllers.OAuthClientReconciler{
 		Client:   w.mgr.GetClient(),
 		Secrets:  secrets,
@@ -305,10 +326,12 @@ func (w *wiring) issuer() error {
 		return err
 	}
 	w.iss = issuer.New(issuer.Config{
-		URL:                 o.IssuerURL,
-		Audience:            o.Audience,
-		AllowedAudiences:    o.AllowedAudiences,
-		DefaultClientID:     o.DefaultClientID,
+		URL:             o.IssuerURL,
+		DefaultClientID: o.DefaultClientID,
+		Lifetimes: oauthclients.Lifetimes{
+			AccessToken: o.AccessTokenTTL, RefreshToken: o.RefreshTokenTTL,
+			SessionMax: o.SessionMaxLifetime, ReuseGrace: o.RefreshReuseGrace,
+		},
 		PasswordGrant:       o.PasswordGrant,
 		JWKSMaxAge:          o.JWKSMaxAge,
 		ExchangePolicy:      workload.Policy(o.TokenExchangeAllow),
@@ -327,6 +350,7 @@ func (w *wiring) issuer() error {
 		Verifier:      &tokens.Verifier{Issuer: o.IssuerURL, Audience: o.Audience, Keys: w.keys, Leeway: o.ClockSkew, Clock: o.Clock},
 		Sessions:      w.store,
 		Accounts:      w.accts,
+		Clients:       w.clients,
 		Exchange:      exchange,
 		Introspectors: callers,
 		Log:           w.log.WithName("issuer"),
@@ -343,7 +367,13 @@ func (w *wiring) probes() error {
 	for name, check := range map[string]healthz.Checker{
 		"signing-keys":   w.keys.ReadyCheck,
 		"accounts":       w.accts.ReadyCheck,
-		"client-secrets": w.clients.ReadyCheck,
+		"client-secrets": w.secrets.ReadyCheck,
+		"oauth-clients": func(*http.Request) error {
+			if !w.clientsSynced() {
+				return errors.New("OAuthClient cache not synced")
+			}
+			return nil
+		},
 		"sessions": func(*http.Request) error {
 			if !w.evictor.Synced() {
 				return errors.New("session watch not established")
@@ -383,8 +413,30 @@ func (w *wiring) namespaceCheck() error {
 			w.log.Info("WARNING: rotor's namespace holds Secrets that are not rotor's; rotor can read and change them. Run rotor in a namespace of its own.",
 				"namespace", w.o.Namespace, "example", list.Items[0].Name, "type", string(list.Items[0].Type))
 		}
+		w.checkDefaultClient(ctx)
 		return nil
 	}))
+}
+
+// checkDefaultClient warns at start when --default-client-id names no
+// OAuthClient, or one that is not Public: every request without client_id
+// is refused with invalid_client until that is fixed.
+func (w *wiring) checkDefaultClient(ctx context.Context) {
+	id := w.o.DefaultClientID
+	if id == "" || !w.mgr.GetCache().WaitForCacheSync(ctx) {
+		return
+	}
+	c, found, err := w.clients.Lookup(ctx, id)
+	switch {
+	case err != nil:
+		w.log.Info("could not check --default-client-id", "client", id, "error", err.Error())
+	case !found:
+		w.log.Info("WARNING: --default-client-id names no OAuthClient; token requests without client_id are refused (invalid_client) until it is created",
+			"client", id, "namespace", w.o.Namespace)
+	case c.Type != identityv1alpha1.ClientTypePublic:
+		w.log.Info("WARNING: --default-client-id names a client that is not Public; token requests without client_id are refused (invalid_client)",
+			"client", id, "type", string(c.Type))
+	}
 }
 
 // listen opens the issuer's listener, with TLS from files that are reloaded

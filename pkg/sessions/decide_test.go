@@ -244,7 +244,7 @@ func TestMalformedTokensAreRefusedBeforeDeciding(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, token := range []string{"", "rt-x.y", "not a token", "rt-" + string(make([]byte, 26)) + "." + string(make([]byte, 43))} {
-		if _, _, err := s.Rotate(context.Background(), token, "", nil); ReasonOf(err) != ReasonMalformed {
+		if _, _, err := s.Rotate(context.Background(), token, Refresh{}); ReasonOf(err) != ReasonMalformed {
 			t.Errorf("Rotate(%q) = %v, want malformed", token, err)
 		}
 		if _, err := s.Lookup(context.Background(), token); ReasonOf(err) != ReasonMalformed {

@@ -62,6 +62,9 @@ const (
 	ReasonRaceLost       Reason = "race_lost"
 	ReasonClientMismatch Reason = "client_mismatch"
 	ReasonNotAllowed     Reason = "not_allowed"
+	// ReasonClientNotAllowed: the session's OAuth client was deleted, is not
+	// Ready, lost the refresh_token grant or the session's audience.
+	ReasonClientNotAllowed Reason = "client_not_allowed"
 	// ReasonAccountDisabled refused the refresh and revoked the session.
 	ReasonAccountDisabled Reason = "account_disabled"
 )
@@ -116,9 +119,41 @@ type Grant struct {
 	ClientID string
 	Audience []string
 	Method   identityv1alpha1.AuthMethod
+	// Scope is the granted scope, "" for none.
+	Scope string
 	// NotAfter, when set, ends the session then at the latest: the expiry
 	// of the credential the session was exchanged for.
 	NotAfter time.Time
+	// RefreshTTL and MaxLifetime are the client's lifetimes; zero keeps the
+	// store's. The caller bounds them by the store's (oauthclients.Lifetimes).
+	RefreshTTL  time.Duration
+	MaxLifetime time.Duration
+}
+
+// Refresh is a refresh request as the store judges it.
+type Refresh struct {
+	// ClientID is the client the request authenticated as (or, for a public
+	// client, named); "" when it named none. A session is refreshed only by
+	// its own client (RFC 6749 section 6).
+	ClientID string
+	// Client, when set, resolves the policy of the session's client now,
+	// from its spec, before anything is decided: its error is returned
+	// unchanged and nothing is written (return Refused to refuse with
+	// invalid_grant). nil keeps the store's lifetimes.
+	Client func(*identityv1alpha1.RefreshTokenSpec) (ClientPolicy, error)
+	// Prepare, when set, runs once the token is accepted (see Prepare).
+	Prepare Prepare
+}
+
+// ClientPolicy is what a session's client allows, resolved at each refresh
+// so that an edit of the client applies to its sessions at their next
+// refresh.
+type ClientPolicy struct {
+	// RefreshTTL is the sliding lifetime a rotation gives the session.
+	RefreshTTL time.Duration
+	// ReuseGrace is the client's reuse grace, at most the store's (whose
+	// successor cache is sized by it); 0 is strict.
+	ReuseGrace time.Duration
 }
 
 // The issuer reads, creates and conditionally updates sessions, watches
@@ -216,7 +251,7 @@ func (s *Store) now() time.Time { return s.cfg.Clock.Now().Truncate(time.Second)
 func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.RefreshToken, error) {
 	now := s.now()
 	secret, hash := newSecret()
-	abs := now.Add(s.cfg.MaxLifetime)
+	abs := now.Add(cmp.Or(g.MaxLifetime, s.cfg.MaxLifetime))
 	if !g.NotAfter.IsZero() {
 		abs = minTime(abs, g.NotAfter.Truncate(time.Second))
 	}
@@ -227,10 +262,11 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 			Groups:            g.Groups,
 			ClientID:          g.ClientID,
 			Audience:          g.Audience,
+			Scope:             g.Scope,
 			Method:            g.Method,
 			SecretHash:        hash,
 			State:             identityv1alpha1.SessionActive,
-			ExpiresAt:         metav1.NewTime(minTime(now.Add(s.cfg.RefreshTTL), abs)),
+			ExpiresAt:         metav1.NewTime(minTime(now.Add(cmp.Or(g.RefreshTTL, s.cfg.RefreshTTL)), abs)),
 			AbsoluteExpiresAt: metav1.NewTime(abs),
 			LastUsedAt:        metav1.NewTime(now),
 		},
@@ -299,7 +335,7 @@ var errStale = errors.New("session changed")
 // Rotate redeems a refresh token: it checks the token against the session
 // and swaps in a new secret with one conditional update. With the session
 // cached, that update is the only API request.
-func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prepare) (string, *identityv1alpha1.RefreshToken, error) {
+func (s *Store) Rotate(ctx context.Context, token string, req Refresh) (string, *identityv1alpha1.RefreshToken, error) {
 	name, hash, ok := ParseToken(token)
 	if !ok {
 		return "", nil, refused(ReasonMalformed)
@@ -309,7 +345,7 @@ func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prep
 	for rereads := 0; err == nil; rereads++ {
 		var out string
 		var stored *identityv1alpha1.RefreshToken
-		out, stored, err = s.redeem(ctx, rt, fresh, hash, clientID, prepare)
+		out, stored, err = s.redeem(ctx, rt, fresh, hash, req)
 		if !errors.Is(err, errStale) {
 			return out, stored, err
 		}
@@ -320,9 +356,18 @@ func (s *Store) Rotate(ctx context.Context, token, clientID string, prepare Prep
 }
 
 // redeem decides on one copy of the session and carries the decision out.
-func (s *Store) redeem(ctx context.Context, rt *identityv1alpha1.RefreshToken, fresh bool, hash, clientID string, prepare Prepare) (string, *identityv1alpha1.RefreshToken, error) {
+func (s *Store) redeem(ctx context.Context, rt *identityv1alpha1.RefreshToken, fresh bool, hash string, req Refresh) (string, *identityv1alpha1.RefreshToken, error) {
 	now := s.now()
-	a := attempt{Session: rt, Fresh: fresh, Hash: hash, ClientID: clientID, ReuseGrace: s.cfg.ReuseGrace, Now: now}
+	policy := ClientPolicy{RefreshTTL: s.cfg.RefreshTTL, ReuseGrace: s.cfg.ReuseGrace}
+	if rt != nil && req.Client != nil {
+		var err error
+		if policy, err = req.Client(&rt.Spec); err != nil {
+			return "", nil, err
+		}
+		policy.ReuseGrace = min(policy.ReuseGrace, s.cfg.ReuseGrace)
+	}
+	prepare := req.Prepare
+	a := attempt{Session: rt, Fresh: fresh, Hash: hash, ClientID: req.ClientID, ReuseGrace: policy.ReuseGrace, Now: now}
 	if rt != nil {
 		if p, ok := s.pending.Peek(rt.Name); ok {
 			a.Pending = &p
@@ -339,7 +384,7 @@ func (s *Store) redeem(ctx context.Context, rt *identityv1alpha1.RefreshToken, f
 		if err := s.runPrepare(ctx, rt, prepare, now); err != nil {
 			return "", nil, err
 		}
-		next, secret := s.rotated(rt, now)
+		next, secret := s.rotated(rt, now, policy.RefreshTTL)
 		if err := s.update(ctx, next); err != nil {
 			if isUnavailable(err) {
 				// The write may have landed: remember it for the retry.
@@ -450,21 +495,33 @@ func (s *Store) reread(ctx context.Context, name string, done int) (*identityv1a
 
 // Revoke ends the session a refresh token belongs to (RFC 7009). Tokens
 // that name no session, or whose secret is neither the current nor the
-// previous one, are ignored: revocation must not become an oracle.
-func (s *Store) Revoke(ctx context.Context, token string) error {
+// previous one, are ignored: revocation must not become an oracle. allow,
+// when set, runs once the token matched, before the write: its error (the
+// request's client is not the session's, RFC 7009 section 2.1) is returned
+// unchanged and nothing is written.
+func (s *Store) Revoke(ctx context.Context, token string, allow func(*identityv1alpha1.RefreshTokenSpec) error) error {
 	name, hash, ok := ParseToken(token)
 	if !ok {
 		return nil
 	}
 	defer s.lock(name)()
 	rt, fresh, err := s.get(ctx, name)
+loop:
 	for rereads := 0; err == nil && rt != nil && rt.Spec.State == identityv1alpha1.SessionActive; rereads++ {
-		if !hashEqual(hash, rt.Spec.SecretHash) && !hashEqual(hash, rt.Spec.PreviousSecretHash) {
-			if fresh {
-				return nil
+		matches := hashEqual(hash, rt.Spec.SecretHash) || hashEqual(hash, rt.Spec.PreviousSecretHash)
+		switch {
+		case !matches && fresh:
+			return nil
+		case matches:
+			if allow != nil {
+				if err := allow(&rt.Spec); err != nil {
+					return err
+				}
+				allow = nil // a session's client never changes
 			}
-		} else if err = s.revoke(ctx, rt, identityv1alpha1.RevocationRevoked, s.now()); err == nil || !isStale(err) {
-			break
+			if err = s.revoke(ctx, rt, identityv1alpha1.RevocationRevoked, s.now()); err == nil || !isStale(err) {
+				break loop
+			}
 		}
 		rt, err = s.reread(ctx, name, rereads)
 		fresh = true
@@ -502,14 +559,14 @@ func (s *Store) Lookup(ctx context.Context, token string) (*identityv1alpha1.Ref
 	return nil, err
 }
 
-func (s *Store) rotated(rt *identityv1alpha1.RefreshToken, now time.Time) (*identityv1alpha1.RefreshToken, string) {
+func (s *Store) rotated(rt *identityv1alpha1.RefreshToken, now time.Time, ttl time.Duration) (*identityv1alpha1.RefreshToken, string) {
 	next := rt.DeepCopy()
 	secret, hash := newSecret()
 	next.Spec.PreviousSecretHash = rt.Spec.SecretHash
 	next.Spec.SecretHash = hash
 	next.Spec.Rotations++
 	next.Spec.LastUsedAt = metav1.NewTime(now)
-	next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(s.cfg.RefreshTTL), rt.Spec.AbsoluteExpiresAt.Time))
+	next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(cmp.Or(ttl, s.cfg.RefreshTTL)), rt.Spec.AbsoluteExpiresAt.Time))
 	setExpiresAtAnnotation(next)
 	// A session from before rotor labelled sessions gains its labels with
 	// the write it gets anyway, and from then on counts against its

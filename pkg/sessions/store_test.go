@@ -57,26 +57,26 @@ func TestARotationWhoseAnswerWasLostIsHandedOutOnRetry(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 
 	fault.armed.Store(true)
-	_, _, err = store.Rotate(ctx, first, "", nil)
+	_, _, err = store.Rotate(ctx, first, sessions.Refresh{})
 	g.Expect(errors.Is(err, sessions.ErrUnavailable)).To(BeTrue(), "the client is told to retry: %v", err)
 
 	// The write landed; the client retries with the token it still has.
 	clock.Step(time.Minute)
 	before := fault.updates.Load()
-	second, rt, err := store.Rotate(ctx, first, "", nil)
+	second, rt, err := store.Rotate(ctx, first, sessions.Refresh{})
 	g.Expect(err).NotTo(HaveOccurred(), "not a replay: the client never received the new token")
 	g.Expect(fault.updates.Load()).To(Equal(before), "the stored token is handed out without another write")
 	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionActive))
 	g.Expect(rt.Spec.Rotations).To(BeEquivalentTo(1))
 
 	// Exactly once: the old token is now a replay (grace 0 revokes).
-	third, _, err := store.Rotate(ctx, second, "", nil)
+	third, _, err := store.Rotate(ctx, second, sessions.Refresh{})
 	g.Expect(err).NotTo(HaveOccurred())
-	_, _, err = store.Rotate(ctx, first, "", nil)
+	_, _, err = store.Rotate(ctx, first, sessions.Refresh{})
 	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonMismatch), "two rotations back is simply unknown")
-	_, _, err = store.Rotate(ctx, second, "", nil)
+	_, _, err = store.Rotate(ctx, second, sessions.Refresh{})
 	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonReuse))
-	_, _, err = store.Rotate(ctx, third, "", nil)
+	_, _, err = store.Rotate(ctx, third, sessions.Refresh{})
 	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonRevoked))
 }
 
@@ -92,7 +92,7 @@ func TestARotationThatDidNotLandIsRetriedNormally(t *testing.T) {
 	ctx := context.Background()
 	first, _, err := store.Create(ctx, sessions.Grant{Subject: "sue", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
 	g.Expect(err).NotTo(HaveOccurred())
-	_, _, err = store.Rotate(ctx, first, "", nil)
+	_, _, err = store.Rotate(ctx, first, sessions.Refresh{})
 	g.Expect(errors.Is(err, sessions.ErrUnavailable)).To(BeTrue())
 
 	rt := &identityv1alpha1.RefreshToken{}
@@ -115,18 +115,18 @@ func TestEvictKeepsANewerEntry(t *testing.T) {
 	ctx := context.Background()
 	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "vic", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
 	g.Expect(err).NotTo(HaveOccurred())
-	tok, _, err = store.Rotate(ctx, tok, "", nil)
+	tok, _, err = store.Rotate(ctx, tok, sessions.Refresh{})
 	g.Expect(err).NotTo(HaveOccurred())
 
 	// The create's watch event arrives late, after the rotation was cached.
 	store.Evict(created.Name, created.ResourceVersion)
-	tok, _, err = store.Rotate(ctx, tok, "", nil)
+	tok, _, err = store.Rotate(ctx, tok, sessions.Refresh{})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(counter.Load()).To(BeZero(), "a late event does not evict a newer entry")
 
 	// A deletion always evicts: the next refresh reads.
 	store.Evict(created.Name, "")
-	_, _, err = store.Rotate(ctx, tok, "", nil)
+	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(counter.Load()).To(BeEquivalentTo(1))
 }
@@ -153,7 +153,7 @@ func TestAPrepareThatAsksForARevocationRevokesTheSession(t *testing.T) {
 	gone := func(*identityv1alpha1.RefreshTokenSpec) error {
 		return &sessions.RevokeError{Reason: identityv1alpha1.RevocationAccountDisabled}
 	}
-	_, _, err = store.Rotate(ctx, tok, "", gone)
+	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{Prepare: gone})
 	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonAccountDisabled))
 	g.Expect(counter.Load()).To(BeEquivalentTo(1))
 	rt := &identityv1alpha1.RefreshToken{}
@@ -163,7 +163,7 @@ func TestAPrepareThatAsksForARevocationRevokesTheSession(t *testing.T) {
 	g.Expect(rt.Spec.Rotations).To(BeZero(), "nothing was rotated")
 	g.Expect(recorder.Events).To(Receive(ContainSubstring(sessions.ReasonRevokedAtRefresh)))
 
-	_, _, err = store.Rotate(ctx, tok, "", nil)
+	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{})
 	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonRevoked))
 	_, err = store.Lookup(ctx, tok)
 	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonRevoked))
@@ -180,9 +180,9 @@ func TestAPrepareErrorWritesNothing(t *testing.T) {
 	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "xan", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
 	g.Expect(err).NotTo(HaveOccurred())
 	boom := errors.New("no signing key")
-	_, _, err = store.Rotate(ctx, tok, "", func(*identityv1alpha1.RefreshTokenSpec) error { return boom })
+	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{Prepare: func(*identityv1alpha1.RefreshTokenSpec) error { return boom }})
 	g.Expect(err).To(BeIdenticalTo(boom))
-	_, _, err = store.Rotate(ctx, tok, "", func(*identityv1alpha1.RefreshTokenSpec) error { return sessions.Refused(sessions.ReasonNotAllowed) })
+	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{Prepare: func(*identityv1alpha1.RefreshTokenSpec) error { return sessions.Refused(sessions.ReasonNotAllowed) }})
 	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonNotAllowed))
 	rt := &identityv1alpha1.RefreshToken{}
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
@@ -210,7 +210,7 @@ func TestARotationLabelsAnUnlabelledSession(t *testing.T) {
 	g.Expect(env.Client.Update(ctx, rt)).To(Succeed())
 	store.Evict(rt.Name, "")
 
-	_, rotated, err := store.Rotate(ctx, tok, "", nil)
+	_, rotated, err := store.Rotate(ctx, tok, sessions.Refresh{})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(rotated.Labels).To(Equal(sessions.Labels("old-timer", "cli")))
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())

@@ -77,11 +77,11 @@ func TestEvictorSeesChangesMadeElsewhere(t *testing.T) {
 	own, _, err := store.Create(ctx, grant("own"))
 	g.Expect(err).NotTo(HaveOccurred())
 	for range 2 {
-		own, _, err = store.Rotate(ctx, own, "", nil)
+		own, _, err = store.Rotate(ctx, own, sessions.Refresh{})
 		g.Expect(err).NotTo(HaveOccurred())
 	}
 
-	g.Expect(elsewhere.Revoke(ctx, revoked)).To(Succeed())
+	g.Expect(elsewhere.Revoke(ctx, revoked, nil)).To(Succeed())
 	g.Eventually(func() sessions.Reason {
 		_, err := store.Lookup(ctx, revoked)
 		return sessions.ReasonOf(err)

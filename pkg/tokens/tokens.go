@@ -1,5 +1,6 @@
 // Package tokens mints and verifies rotor's access tokens: JWTs per RFC 9068
-// (header typ at+jwt, claims iss, sub, aud, exp, iat, jti, client_id),
+// (header typ at+jwt, claims iss, sub, aud, exp, iat, jti, client_id, and
+// scope when one was granted),
 // signed with the key set's active key.
 package tokens
 
@@ -26,6 +27,7 @@ const Type = "at+jwt"
 type Claims struct {
 	jwt.RegisteredClaims
 	ClientID string   `json:"client_id"`
+	Scope    string   `json:"scope,omitempty"`
 	Groups   []string `json:"groups,omitempty"`
 }
 
@@ -35,6 +37,10 @@ type Subject struct {
 	ClientID string
 	Audience []string
 	Groups   []string
+	// Scope is the granted scope (RFC 9068 section 2.2.3), "" for none.
+	Scope string
+	// TTL is the token's lifetime, the client's; zero is the Minter's TTL.
+	TTL time.Duration
 }
 
 // ErrNoActiveKey means the key set has no active key yet (the issuer is not ready).
@@ -73,6 +79,7 @@ type wireClaims struct {
 	IssuedAt  int64    `json:"iat"`
 	ID        string   `json:"jti"`
 	ClientID  string   `json:"client_id"`
+	Scope     string   `json:"scope,omitempty"`
 	Groups    []string `json:"groups,omitempty"`
 }
 
@@ -91,11 +98,15 @@ func (m *Minter) Mint(s Subject) (string, time.Time, error) {
 		return "", time.Time{}, err
 	}
 	now := m.Clock.Now().Truncate(time.Second)
-	exp := now.Add(m.TTL)
+	ttl := m.TTL
+	if s.TTL > 0 {
+		ttl = s.TTL
+	}
+	exp := now.Add(ttl)
 	payload, err := json.Marshal(wireClaims{
 		Issuer: m.Issuer, Subject: s.Subject, Audience: s.Audience,
 		ExpiresAt: exp.Unix(), IssuedAt: now.Unix(), ID: newJTI(),
-		ClientID: s.ClientID, Groups: s.Groups,
+		ClientID: s.ClientID, Scope: s.Scope, Groups: s.Groups,
 	})
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("encoding access-token claims: %w", err)

@@ -1,4 +1,4 @@
-package accounts
+package ratelimit
 
 import (
 	"fmt"
@@ -8,11 +8,10 @@ import (
 	. "github.com/onsi/gomega"
 )
 
-// The throttle is pure: these tests need no API server. Each story is a
-// sequence of attempts (username, address, failed?) and what the next one
-// may do. Budgets: a pair (username, address) has burst 3 at 6/min, so a
-// username has 15, an address 30 at 60/min.
-var t0 = time.Unix(1_800_000_000, 0)
+// Each story is a sequence of attempts (subject, address, failed?) and what
+// the next one may do. The subjects are usernames; a client_id is the same
+// to the throttle. Budgets: a pair (subject, address) has burst 3 at 6/min,
+// so a subject has 15, an address 30 at 60/min. t0 is ratelimit_test.go's.
 
 type try struct {
 	user, addr string
@@ -21,11 +20,11 @@ type try struct {
 
 // play admits and completes each attempt at now and returns how many were
 // admitted.
-func play(th *throttle, now time.Time, tries ...try) (admitted int) {
+func play(th *Throttle, now time.Time, tries ...try) (admitted int) {
 	for _, tr := range tries {
-		if at, ok := th.admit(tr.user, tr.addr, now); ok {
+		if at, ok := th.Admit(tr.user, tr.addr, now); ok {
 			admitted++
-			at.done(tr.fails, now)
+			at.Done(tr.fails, now)
 		}
 	}
 	return admitted
@@ -47,9 +46,9 @@ func fromAddresses(n int, user string, fails bool, first int) []try {
 	return out
 }
 
-func newTestThrottle(t *testing.T, size int) *throttle {
+func newTestThrottle(t *testing.T, size int) *Throttle {
 	t.Helper()
-	th, err := newThrottle(6, 3, size)
+	th, err := NewThrottle(6, 3, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +86,7 @@ func TestThrottle(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			th := newTestThrottle(t, 1000)
 			play(th, t0, tc.before...)
-			_, ok := th.admit(tc.next.user, tc.next.addr, t0)
+			_, ok := th.Admit(tc.next.user, tc.next.addr, t0)
 			NewWithT(t).Expect(ok).To(Equal(tc.admit))
 		})
 	}
@@ -136,7 +135,7 @@ func TestJunkCannotEvictADrainedBucket(t *testing.T) {
 	for i := range 500 {
 		play(th, t0, try{fmt.Sprintf("junk-%d", i), fmt.Sprintf("10.0.%d.%d", i/250, i%250), true})
 	}
-	_, ok := th.admit("alice", "192.0.2.1", t0)
+	_, ok := th.Admit("alice", "192.0.2.1", t0)
 	g.Expect(ok).To(BeFalse(), "alice's drained pair bucket survived the junk")
 	g.Expect(th.pairs.Len()).To(BeNumerically("<=", 50))
 }
@@ -155,16 +154,16 @@ func TestFullBucketsAreForgotten(t *testing.T) {
 func TestConcurrentAttemptsReserveTheBudget(t *testing.T) {
 	g := NewWithT(t)
 	th := newTestThrottle(t, 1000)
-	var held []*attempt
+	var held []*Attempt
 	for range 5 {
-		if at, ok := th.admit("alice", "192.0.2.1", t0); ok {
+		if at, ok := th.Admit("alice", "192.0.2.1", t0); ok {
 			held = append(held, at)
 		}
 	}
 	g.Expect(held).To(HaveLen(3), "attempts in flight count against the burst")
 	for _, at := range held {
-		at.done(true, t0)
+		at.Done(true, t0)
 	}
-	_, ok := th.admit("alice", "192.0.2.1", t0)
+	_, ok := th.Admit("alice", "192.0.2.1", t0)
 	g.Expect(ok).To(BeFalse())
 }

@@ -1,0 +1,7 @@
+package issuer
+
+// Exported for the external tests (package issuer_test).
+var (
+	TestClients  = testClients
+	PublicClient = publicClient
+)
