@@ -70,6 +70,16 @@ func TestRefreshTokenCreateReadList(t *testing.T) {
 	for _, s := range alice.Items {
 		g.Expect(s.Spec.Subject).To(Equal("alice"))
 	}
+
+	// And one OAuth client's: kubectl get rt --field-selector spec.clientID=web.
+	web := session(ns, "rt-w1", "carol")
+	web.Spec.ClientID = "web"
+	g.Expect(env.Client.Create(ctx, web)).To(Succeed())
+	ofWeb := &identityv1alpha1.RefreshTokenList{}
+	g.Expect(env.Client.List(ctx, ofWeb, client.InNamespace(ns),
+		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("spec.clientID", "web")})).To(Succeed())
+	g.Expect(ofWeb.Items).To(HaveLen(1))
+	g.Expect(ofWeb.Items[0].Name).To(Equal("rt-w1"))
 }
 
 // longestServiceAccountSubject is system:serviceaccount: with a 63-character
