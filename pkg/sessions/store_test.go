@@ -216,3 +216,63 @@ func TestARotationLabelsAnUnlabelledSession(t *testing.T) {
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
 	g.Expect(rt.Labels).To(HaveKeyWithValue(identityv1alpha1.SubjectLabel, sessions.LabelValue("old-timer")))
 }
+
+// The session's client decides at each refresh: its refresh-token lifetime
+// and its reuse grace (never more than the store's), and its error refuses
+// before anything is decided or written. Revoke asks the caller too.
+func TestTheSessionsClientPolicyAppliesAtEachRefresh(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	clock := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+	store, err := sessions.NewStore(env.Client, sessions.Config{
+		Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, ReuseGrace: 10 * time.Second,
+		CacheSize: 10, Timeout: 5 * time.Second, Clock: clock,
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
+	tok, created, err := store.Create(ctx, sessions.Grant{
+		Subject: "yan", ClientID: "web", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword,
+		Scope: "read", RefreshTTL: 10 * time.Minute, MaxLifetime: 2 * time.Hour,
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(created.Spec.Scope).To(Equal("read"))
+	g.Expect(created.Spec.ExpiresAt.Sub(created.Spec.LastUsedAt.Time)).To(Equal(10 * time.Minute))
+	g.Expect(created.Spec.AbsoluteExpiresAt.Sub(created.Spec.LastUsedAt.Time)).To(Equal(2 * time.Hour))
+
+	var asked []string
+	strict := sessions.Refresh{ClientID: "web", Client: func(s *identityv1alpha1.RefreshTokenSpec) (sessions.ClientPolicy, error) {
+		asked = append(asked, s.ClientID)
+		return sessions.ClientPolicy{RefreshTTL: 20 * time.Minute, ReuseGrace: 0}, nil
+	}}
+	next, rotated, err := store.Rotate(ctx, tok, strict)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(asked).To(Equal([]string{"web"}))
+	g.Expect(rotated.Spec.ExpiresAt.Sub(rotated.Spec.LastUsedAt.Time)).To(Equal(20*time.Minute), "the client's lifetime at rotation")
+
+	// With the client's grace of 0 (the store's is 10s), a replay at once is
+	// a theft: the session is revoked.
+	_, _, err = store.Rotate(ctx, tok, strict)
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonReuse))
+	_, _, err = store.Rotate(ctx, next, sessions.Refresh{})
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonRevoked))
+
+	// A client that may no longer refresh refuses before any write.
+	tok, created, err = store.Create(ctx, sessions.Grant{Subject: "yan", ClientID: "gone", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{Client: func(*identityv1alpha1.RefreshTokenSpec) (sessions.ClientPolicy, error) {
+		return sessions.ClientPolicy{}, sessions.Refused(sessions.ReasonClientNotAllowed)
+	}})
+	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonClientNotAllowed))
+	rt := &identityv1alpha1.RefreshToken{}
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
+	g.Expect(rt.ResourceVersion).To(Equal(created.ResourceVersion), "nothing written")
+
+	// Revoke: the caller's refusal writes nothing; its consent revokes.
+	notYours := errors.New("not this client's session")
+	g.Expect(store.Revoke(ctx, tok, func(*identityv1alpha1.RefreshTokenSpec) error { return notYours })).To(BeIdenticalTo(notYours))
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
+	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionActive))
+	g.Expect(store.Revoke(ctx, tok, func(*identityv1alpha1.RefreshTokenSpec) error { return nil })).To(Succeed())
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
+	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
+}
