@@ -21,6 +21,8 @@ const AssetsEnv = "KUBEBUILDER_ASSETS"
 // ControlPlane is a running etcd and kube-apiserver.
 type ControlPlane struct {
 	env *envtest.Environment
+	// configDir holds files the API server reads while it runs.
+	configDir string
 	// Config authenticates as a cluster administrator.
 	Config *rest.Config
 }
@@ -32,6 +34,12 @@ type Options struct {
 	AssetsDir string
 	// APIServerFlags are extra kube-apiserver flags (name without dashes).
 	APIServerFlags map[string]string
+	// AuthenticationConfig, when set, is an apiserver.config.k8s.io
+	// AuthenticationConfiguration the API server is started with
+	// (--authentication-config): how it comes to trust a rotor. The API
+	// server reloads the file, and keeps retrying an issuer it cannot reach
+	// yet, so rotor may start after it.
+	AuthenticationConfig []byte
 }
 
 // Start starts etcd and kube-apiserver and installs rotor's CRDs. It takes
@@ -54,11 +62,25 @@ func Start(opts Options) (*ControlPlane, error) {
 	for k, v := range opts.APIServerFlags {
 		args.Set(k, v)
 	}
+	var configDir string
+	if opts.AuthenticationConfig != nil {
+		if configDir, err = os.MkdirTemp("", "rotor-authn-"); err != nil {
+			return nil, err
+		}
+		path := filepath.Join(configDir, "authentication-config.yaml")
+		if err := os.WriteFile(path, opts.AuthenticationConfig, 0o600); err != nil {
+			return nil, err
+		}
+		args.Set("authentication-config", path)
+	}
 	cfg, err := env.Start()
 	if err != nil {
+		if configDir != "" {
+			_ = os.RemoveAll(configDir)
+		}
 		return nil, fmt.Errorf("starting control plane from %s (run 'make control-plane' to build it): %w", dir, err)
 	}
-	return &ControlPlane{env: env, Config: cfg}, nil
+	return &ControlPlane{env: env, Config: cfg, configDir: configDir}, nil
 }
 
 // Kubeconfig returns a kubeconfig for a new user in system:masters.
@@ -88,7 +110,11 @@ func (c *ControlPlane) EtcdURL() string {
 
 // Stop stops kube-apiserver and etcd and removes their data.
 func (c *ControlPlane) Stop() error {
-	return c.env.Stop()
+	err := c.env.Stop()
+	if c.configDir != "" {
+		_ = os.RemoveAll(c.configDir)
+	}
+	return err
 }
 
 func assetsDir(dir string) (string, error) {
