@@ -38,7 +38,11 @@ type Env struct {
 
 // Main starts the control plane, stores it in *env, runs the package's tests
 // and stops it. Call it from TestMain.
-func Main(m *testing.M, env **Env) {
+func Main(m *testing.M, env **Env) { MainWith(m, env, controlplane.Options{}) }
+
+// MainWith is Main with a control plane started with opts: one that trusts
+// a rotor (opts.AuthenticationConfig), say.
+func MainWith(m *testing.M, env **Env, opts controlplane.Options) {
 	// go test -fuzz runs TestMain in each fuzz worker too; fuzz targets do
 	// not use the control plane, and a worker's etcd would outlive it.
 	for _, a := range os.Args[1:] {
@@ -50,7 +54,7 @@ func Main(m *testing.M, env **Env) {
 	// gomega's 1s) unless a test says otherwise, and still returns as soon
 	// as its condition holds.
 	gomega.SetDefaultEventuallyTimeout(EventuallyTimeout)
-	e, err := Start()
+	e, err := StartWith(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -68,8 +72,11 @@ func Main(m *testing.M, env **Env) {
 const EventuallyTimeout = 30 * time.Second
 
 // Start starts a control plane outside of TestMain.
-func Start() (*Env, error) {
-	cp, err := controlplane.Start(controlplane.Options{})
+func Start() (*Env, error) { return StartWith(controlplane.Options{}) }
+
+// StartWith starts a control plane with opts outside of TestMain.
+func StartWith(opts controlplane.Options) (*Env, error) {
+	cp, err := controlplane.Start(opts)
 	if err != nil {
 		return nil, err
 	}
