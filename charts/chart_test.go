@@ -19,11 +19,13 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 	"rotor.dev/rotor/config/crd"
 	"rotor.dev/rotor/pkg/server"
 )
@@ -91,6 +93,18 @@ func TestChartSchemaRejectsTyposAndBadTypes(t *testing.T) {
 		{"sessions.quota=-1", "at '/sessions/quota'"},
 		{"sessions.maxPerSubject=many", "at '/sessions/maxPerSubject': got string, want integer"},
 		{"sessions.perSubjectPerMinute=0", "at '/sessions/perSubjectPerMinute'"},
+		// Gone with --allowed-audiences: each client's audiences replace it.
+		{"tokens.allowedAudiences={billing}", "at '/tokens': additional properties 'allowedAudiences' not allowed"},
+		{"tokens.defaultClientID=Not_A_Name", "at '/tokens/defaultClientID': 'Not_A_Name' does not match pattern"},
+		{"clients.rotor.type=Secret", "at '/clients/rotor/type': value must be one of 'Public', 'Confidential'"},
+		{"clients.rotor.grantTypes={implicit}", "at '/clients/rotor/grantTypes/0': value must be one of 'password', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'"},
+		{"clients.rotor.audiences={rotor,rotor}", "at '/clients/rotor/audiences': items at 0 and 1 are equal"},
+		{"clients.rotor.scopes={a b}", "at '/clients/rotor/scopes/0': 'a b' does not match pattern"},
+		{"clients.rotor.tokenLifetimes.accessToken=20min", "at '/clients/rotor/tokenLifetimes/accessToken': '20min' does not match pattern"},
+		{"clients.rotor.secretRef.nmae=x", "at '/clients/rotor/secretRef': additional properties 'nmae' not allowed"},
+		{"clients.rotor.grant=password", "at '/clients/rotor': additional properties 'grant' not allowed"},
+		{"clients.billing.type=Confidential", "at '/clients/billing': missing properties 'grantTypes', 'audiences'"},
+		{"clients.Billing.type=Public", "invalid propertyName 'Billing'"},
 	}
 	for _, c := range cases {
 		t.Run(c.set, func(t *testing.T) {
@@ -100,6 +114,12 @@ func TestChartSchemaRejectsTyposAndBadTypes(t *testing.T) {
 			g.Expect(err).To(MatchError(ContainSubstring(c.want)))
 		})
 	}
+
+	t.Run("clients.rotor.audiences=[]", func(t *testing.T) {
+		g := NewWithT(t)
+		_, err := helmTemplate(t, "rotor-system", "--set-json", "clients.rotor.audiences=[]")
+		g.Expect(err).To(MatchError(ContainSubstring("at '/clients/rotor/audiences': minItems: got 0, want 1")))
+	})
 
 	// Contradictions the schema cannot express fail in the templates.
 	for _, c := range []struct {
@@ -112,6 +132,8 @@ func TestChartSchemaRejectsTyposAndBadTypes(t *testing.T) {
 		{[]string{"--set", "tls.certManager.enabled=true,tls.certManager.issuerRef.name=ca,tls.insecureHTTP=true"}, "contradict each other"},
 		{[]string{"--set", "serviceAccount.create=false"}, "serviceAccount.name is required"},
 		{[]string{"--set", "exchange.enabled=true"}, "exchange.enabled needs exchange.allow"},
+		{[]string{"--set", "clients.rotor.type=Confidential,clients.rotor.secretRef.name=client-secret-rotor"},
+			`tokens.defaultClientID "rotor" names a Confidential client: the client of requests without client_id must be Public`},
 	} {
 		t.Run(strings.Join(c.args[1:], " "), func(t *testing.T) {
 			g := NewWithT(t)
@@ -356,6 +378,9 @@ func TestChartSetsEveryRotorServeFlag(t *testing.T) {
 	// Deliberately off in the chart: introspection needs a cluster-wide
 	// permission (TokenReview), which the chart only grants when asked.
 	want.IntrospectionAllow = nil
+	// Deliberately set: the chart creates the Public client "rotor" (values
+	// clients), so that requests without client_id work as they did.
+	want.DefaultClientID = "rotor"
 	g.Expect(*opts["default"]).To(Equal(want))
 
 	// Every non-default value reaches its flag.
@@ -367,7 +392,6 @@ func TestChartSetsEveryRotorServeFlag(t *testing.T) {
 	g.Expect(full.SessionMaxLifetime).To(Equal(240 * time.Hour))
 	g.Expect(full.RefreshReuseGrace).To(Equal(time.Duration(0)))
 	g.Expect(full.Audience).To(Equal("api.example.com"))
-	g.Expect([]string(full.AllowedAudiences)).To(Equal([]string{"billing", "reports"}))
 	g.Expect(full.DefaultClientID).To(Equal("cli"))
 	g.Expect(full.ClockSkew).To(Equal(30 * time.Second))
 	g.Expect(full.SessionCacheSize).To(Equal(50000))
@@ -514,4 +538,100 @@ func TestChartSessionQuota(t *testing.T) {
 	g.Expect("count/" + crd.Spec.Names.Plural + "." + crd.Spec.Group).To(Equal("count/refreshtokens.identity.rotor.dev"))
 	full := fromUnstructured[corev1.ResourceQuota](t, only(t, mustRender(t, "auth", variantArgs(t, "full")...), "ResourceQuota"))
 	g.Expect(full.Name).To(Equal("issuer-sessions"))
+}
+
+// oauthClientsServed is the --api-versions entry that `helm install` and
+// `helm upgrade` find in discovery once the OAuthClient CRD is served.
+const oauthClientsServed = "identity.rotor.dev/v1alpha1/OAuthClient"
+
+// releaseClients is the Deployment's record of the clients the release
+// manages as ordinary objects.
+func releaseClients(t testing.TB, objs []*unstructured.Unstructured) string {
+	t.Helper()
+	v, ok := only(t, objs, "Deployment").GetAnnotations()["identity.rotor.dev/release-clients"]
+	if !ok {
+		t.Fatal("the Deployment has no identity.rotor.dev/release-clients annotation")
+	}
+	return v
+}
+
+func TestChartClients(t *testing.T) {
+	g := NewWithT(t)
+	rotorSpec := identityv1alpha1.OAuthClientSpec{
+		Type:       identityv1alpha1.ClientTypePublic,
+		GrantTypes: []identityv1alpha1.GrantType{identityv1alpha1.GrantPassword, identityv1alpha1.GrantRefreshToken},
+		Audiences:  []string{"rotor"},
+	}
+
+	// Once the API server serves OAuthClients (every upgrade, and installs
+	// into a cluster that has the CRDs), the clients are ordinary objects of
+	// the release: helm updates them, deletes the ones removed, and deletes
+	// them all on uninstall.
+	objs := mustRender(t, "auth", "--api-versions", oauthClientsServed)
+	c := fromUnstructured[identityv1alpha1.OAuthClient](t, only(t, objs, "OAuthClient"))
+	g.Expect(c.Name).To(Equal("rotor"))
+	g.Expect(c.Namespace).To(Equal("auth"))
+	g.Expect(c.Spec).To(Equal(rotorSpec))
+	g.Expect(c.Annotations).To(BeEmpty(), "not a hook")
+	g.Expect(c.Labels).To(HaveKeyWithValue("app.kubernetes.io/instance", "rotor"))
+	g.Expect(c.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "Helm"))
+	g.Expect(releaseClients(t, objs)).To(Equal("rotor"))
+	d := fromUnstructured[appsv1.Deployment](t, only(t, objs, "Deployment"))
+	o, _ := parseServeArgs(t, rotorContainer(t, d).Args, "auth")
+	g.Expect(o.DefaultClientID).To(Equal(c.Name), "requests without client_id are made by the chart's client")
+
+	// When the release itself creates the CRD (a first install), they are
+	// post-install hooks (built only when they run, after the CRD), owned by
+	// the release so that the next upgrade adopts them; none is recorded as
+	// ordinary yet.
+	objs = mustRender(t, "auth")
+	hook := only(t, objs, "OAuthClient")
+	g.Expect(hook.GetAnnotations()).To(Equal(map[string]string{
+		"helm.sh/hook":                   "post-install,post-upgrade,post-rollback",
+		"helm.sh/hook-delete-policy":     "before-hook-creation",
+		"meta.helm.sh/release-name":      "rotor",
+		"meta.helm.sh/release-namespace": "auth",
+	}))
+	g.Expect(hook.GetLabels()).To(Equal(c.Labels))
+	g.Expect(fromUnstructured[identityv1alpha1.OAuthClient](t, hook).Spec).To(Equal(rotorSpec))
+	g.Expect(releaseClients(t, objs)).To(BeEmpty())
+
+	// Every field of a spec reaches the object; null removes the default client.
+	full := mustRender(t, "auth", append(variantArgs(t, "full"), "--api-versions", oauthClientsServed)...)
+	clients := ofKind(full, "OAuthClient")
+	g.Expect(kinds(clients)).To(Equal([]string{"OAuthClient/billing", "OAuthClient/cli"}))
+	g.Expect(releaseClients(t, full)).To(Equal("billing,cli"))
+	billing := fromUnstructured[identityv1alpha1.OAuthClient](t, clients[0])
+	g.Expect(billing.Spec).To(Equal(identityv1alpha1.OAuthClientSpec{
+		Type:       identityv1alpha1.ClientTypeConfidential,
+		GrantTypes: []identityv1alpha1.GrantType{identityv1alpha1.GrantClientCredentials},
+		Audiences:  []string{"billing"},
+		SecretRef:  &identityv1alpha1.ClientSecretReference{Name: "client-secret-billing"},
+	}))
+	g.Expect(billing.Namespace).To(Equal("auth"))
+	g.Expect(billing.Labels).To(HaveKeyWithValue("app.kubernetes.io/instance", "rotor"))
+	cli := fromUnstructured[identityv1alpha1.OAuthClient](t, clients[1])
+	g.Expect(cli.Spec).To(Equal(identityv1alpha1.OAuthClientSpec{
+		Type:       identityv1alpha1.ClientTypePublic,
+		GrantTypes: []identityv1alpha1.GrantType{identityv1alpha1.GrantTokenExchange, identityv1alpha1.GrantRefreshToken},
+		Audiences:  []string{"api.example.com", "reports"},
+		Scopes:     []string{"openid", "reports.read"},
+		TokenLifetimes: &identityv1alpha1.TokenLifetimes{
+			AccessToken:  &metav1.Duration{Duration: 5 * time.Minute},
+			RefreshToken: &metav1.Duration{Duration: 24 * time.Hour},
+			SessionMax:   &metav1.Duration{Duration: 120 * time.Hour},
+			ReuseGrace:   &metav1.Duration{Duration: time.Second},
+		},
+	}))
+
+	// No clients: client_id is mandatory. An empty map would not do: helm
+	// merges it with the default one.
+	none := mustRender(t, "auth", "--set", "clients=null", "--set", "tokens.defaultClientID=", "--api-versions", oauthClientsServed)
+	g.Expect(ofKind(none, "OAuthClient")).To(BeEmpty())
+	g.Expect(releaseClients(t, none)).To(BeEmpty())
+	d = fromUnstructured[appsv1.Deployment](t, only(t, none, "Deployment"))
+	o, _ = parseServeArgs(t, rotorContainer(t, d).Args, "auth")
+	g.Expect(o.DefaultClientID).To(BeEmpty())
+	g.Expect(o.Validate()).To(Succeed())
+	g.Expect(ofKind(mustRender(t, "auth", "--set-json", "clients={}"), "OAuthClient")).To(HaveLen(1))
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,8 +28,10 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -38,6 +41,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/config/crd"
 	"rotor.dev/rotor/controllers"
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/server"
@@ -118,6 +122,13 @@ func TestChartServerSideDryRun(t *testing.T) {
 			stdout, stderr, err := serverDryRun(t, kc, "-f", file)
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(dryRunLine.FindAllString(stdout, -1)).To(HaveLen(len(objs)), "every rendered object (%v) is accepted:\n%s", kinds(objs), stdout)
+			// The clients too: the OAuthClient CRD's validation (CEL rules
+			// included) accepts every client of the values.
+			clients := ofKind(objs, "OAuthClient")
+			g.Expect(clients).NotTo(BeEmpty())
+			for _, c := range clients {
+				g.Expect(stdout).To(ContainSubstring("oauthclient.identity.rotor.dev/%s serverside-applied (server dry run)", c.GetName()))
+			}
 			// No PodSecurity "would violate" and no deprecation warnings.
 			g.Expect(stderr).NotTo(ContainSubstring("Warning"))
 		})
@@ -177,10 +188,12 @@ func helmCmd(t *testing.T, kubeconfig string, args ...string) (string, error) {
 }
 
 // crdName is the sessions' CRD, whose survival the install test checks;
-// crdNames are every CRD the chart renders.
-const crdName = "refreshtokens.identity.rotor.dev"
-
-var crdNames = []string{"oauthclients.identity.rotor.dev", crdName}
+// clientsCRDName is the OAuthClients' CRD, which the install test lets the
+// chart create, as in a new cluster.
+const (
+	crdName        = "refreshtokens.identity.rotor.dev"
+	clientsCRDName = "oauthclients.identity.rotor.dev"
+)
 
 var crdGVK = schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"}
 
@@ -194,30 +207,169 @@ func getCRD(t *testing.T) *unstructured.Unstructured {
 	return u
 }
 
-// adoptCRD lets release ns/name take over the CRDs that the test control
-// plane installed (as `kubectl apply -k config/crd` would have), which is
-// what the chart README tells users to do; the test restores them afterwards.
-func adoptCRD(t *testing.T, release, ns string) {
+// patchHelmMetadata sets (or with nils removes) a CRD's Helm ownership
+// metadata and keep policy.
+func patchHelmMetadata(t *testing.T, name string, labelValue, nameValue, nsValue, keepValue any) {
 	t.Helper()
-	patch := func(labelValue, nameValue, nsValue, keepValue any) {
-		body, _ := json.Marshal(map[string]any{"metadata": map[string]any{
-			"labels": map[string]any{"app.kubernetes.io/managed-by": labelValue},
-			"annotations": map[string]any{
-				"meta.helm.sh/release-name": nameValue, "meta.helm.sh/release-namespace": nsValue,
-				"helm.sh/resource-policy": keepValue,
-			},
-		}})
-		for _, name := range crdNames {
-			u := &unstructured.Unstructured{}
-			u.SetGroupVersionKind(crdGVK)
-			u.SetName(name)
-			if err := env.Client.Patch(context.Background(), u, client.RawPatch(types.MergePatchType, body)); err != nil {
-				t.Fatalf("patching CRD %s: %v", name, err)
+	body, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+		"labels": map[string]any{"app.kubernetes.io/managed-by": labelValue},
+		"annotations": map[string]any{
+			"meta.helm.sh/release-name": nameValue, "meta.helm.sh/release-namespace": nsValue,
+			"helm.sh/resource-policy": keepValue,
+		},
+	}})
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(crdGVK)
+	u.SetName(name)
+	if err := env.Client.Patch(context.Background(), u, client.RawPatch(types.MergePatchType, body)); err != nil {
+		t.Fatalf("patching CRD %s: %v", name, err)
+	}
+}
+
+// adoptCRD lets release ns/name take over a CRD that the test control plane
+// installed (as `kubectl apply -k config/crd` would have), which is what the
+// chart README tells users to do; the test restores it afterwards.
+func adoptCRD(t *testing.T, release, ns, name string) {
+	t.Helper()
+	patchHelmMetadata(t, name, "Helm", release, ns, nil)
+	t.Cleanup(func() { patchHelmMetadata(t, name, nil, nil, nil, nil) })
+}
+
+// removeCRD deletes a CRD that the test control plane installed, so that the
+// chart's install creates it as in a new cluster, and waits until the API
+// server no longer serves it. When the test ends, the CRD is there again as
+// the control plane installed it: recreated if it is missing, without the
+// chart's metadata if the chart left it (helm.sh/resource-policy: keep).
+func removeCRD(t *testing.T, name string) {
+	t.Helper()
+	ctx := context.Background()
+	var def *unstructured.Unstructured
+	defs, err := crd.Definitions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range defs {
+		if d.Name == name {
+			obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(d)
+			if err != nil {
+				t.Fatal(err)
 			}
+			def = &unstructured.Unstructured{Object: obj}
+			def.SetGroupVersionKind(crdGVK)
 		}
 	}
-	patch("Helm", release, ns, nil)
-	t.Cleanup(func() { patch(nil, nil, nil, nil) })
+	if def == nil {
+		t.Fatalf("config/crd has no CRD %s", name)
+	}
+	get := func() error {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(crdGVK)
+		return env.Client.Get(ctx, types.NamespacedName{Name: name}, u)
+	}
+	if err := env.Client.Delete(ctx, def.DeepCopy()); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatalf("deleting CRD %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		err := get()
+		switch {
+		case apierrors.IsNotFound(err):
+			if err := env.Client.Create(ctx, def.DeepCopy()); err != nil {
+				t.Errorf("recreating CRD %s: %v", name, err)
+				return
+			}
+			_, _, err = run(t, nil, kubectlBin(t), "--kubeconfig", kubeconfig(t), "wait", "--for=condition=Established", "--timeout=60s", "crd/"+name)
+			if err != nil {
+				t.Errorf("recreated CRD %s: %v", name, err)
+			}
+		case err != nil:
+			t.Errorf("getting CRD %s: %v", name, err)
+		default:
+			patchHelmMetadata(t, name, nil, nil, nil, nil)
+		}
+	})
+	NewWithT(t).Eventually(func() bool { return apierrors.IsNotFound(get()) }).
+		WithTimeout(60*time.Second).Should(BeTrue(), "CRD %s is deleted", name)
+	// Until discovery forgets it, helm would render for a served API.
+	NewWithT(t).Eventually(func() error {
+		_, _, err := run(t, nil, kubectlBin(t), "--kubeconfig", kubeconfig(t), "get", name, "-A")
+		return err
+	}).WithTimeout(60*time.Second).Should(HaveOccurred(), "the API server stops serving %s", name)
+}
+
+// pauseDeploymentsArg makes the test binary a helm post-renderer (see init)
+// that pauses every Deployment: `helm install --wait` takes a paused
+// Deployment for ready, and this control plane has no controllers to roll
+// one out. Everything else --wait checks (CRDs Established, Services) is
+// real.
+const pauseDeploymentsArg = "chart-test-post-render-pause-deployments"
+
+func init() {
+	if len(os.Args) == 2 && os.Args[1] == pauseDeploymentsArg {
+		if err := pauseDeployments(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "post-render:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+}
+
+func pauseDeployments(in io.Reader, out io.Writer) error {
+	manifests, err := io.ReadAll(in)
+	if err != nil {
+		return err
+	}
+	objs, err := decodeAll(string(manifests))
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" {
+			if err := unstructured.SetNestedField(o.Object, true, "spec", "paused"); err != nil {
+				return err
+			}
+		}
+		doc, err := yaml.Marshal(o.Object)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(out, "---\n%s", doc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// postRenderPausingDeployments are the helm flags that run pauseDeployments.
+func postRenderPausingDeployments(t *testing.T) []string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--post-renderer", self, "--post-renderer-args", pauseDeploymentsArg}
+}
+
+// getOAuthClient returns the OAuthClient ns/name, or nil if there is none.
+func getOAuthClient(t *testing.T, ns, name string) *identityv1alpha1.OAuthClient {
+	t.Helper()
+	c := &identityv1alpha1.OAuthClient{}
+	err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, c)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// clientReady is whether rotor's reconciler found the client Ready, for the
+// client's current generation.
+func clientReady(t *testing.T, ns, name string) bool {
+	t.Helper()
+	c := getOAuthClient(t, ns, name)
+	return c != nil && c.Status.ObservedGeneration == c.Generation &&
+		apimeta.IsStatusConditionTrue(c.Status.Conditions, identityv1alpha1.ConditionReady)
 }
 
 type tokenResponse struct {
@@ -291,35 +443,61 @@ func listRefreshTokens(t *testing.T, ns string) []identityv1alpha1.RefreshToken 
 // TestChartInstallRunUpgradeUninstall installs the chart into the test API
 // server, runs rotor in-process as the chart's ServiceAccount (proving its
 // RBAC is enough, and no more), upgrades it and uninstalls it (proving that
-// sessions and the CRD survive both).
+// sessions and the CRD survive both). The install adopts the RefreshToken
+// CRD and creates the OAuthClient CRD, as in a new cluster, and with it the
+// chart's client, whose life through upgrades and uninstall it follows.
 func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	kc := kubeconfig(t)
 	ns := env.Namespace(t)
 	const release, sa = "rotor", "rotor" // fullname = release name, as it contains "rotor"
-	adoptCRD(t, release, ns)
+	adoptCRD(t, release, ns, crdName)
 	crdUID := getCRD(t).GetUID()
+	removeCRD(t, clientsCRDName)
 
-	// Install with default values.
+	// Install with default values, with --wait as the chart README says for
+	// an install that creates the OAuthClient CRD: its client is a
+	// post-install hook, which helm then creates once the CRD is Established.
 	// Plain metrics, so that nothing cluster-wide is granted until the
 	// upgrade below turns token exchange on.
-	out, err := helmCmd(t, kc, "install", release, chartDir(t), "--namespace", ns, "--set", "metrics.secure=false")
+	out, err := helmCmd(t, kc, append([]string{"install", release, chartDir(t), "--namespace", ns, "--set", "metrics.secure=false",
+		"--wait", "--timeout", "2m"}, postRenderPausingDeployments(t)...)...)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(out).To(ContainSubstring("STATUS: deployed"))
 	g.Expect(out).To(ContainSubstring(fmt.Sprintf("Issuer URL: https://rotor.%s.svc", ns)), "NOTES name the issuer URL")
+	g.Expect(out).To(ContainSubstring("rotor: Public, grants password,refresh_token, audiences rotor (requests without client_id)"), "NOTES list the clients")
+	g.Expect(out).To(ContainSubstring("a hook created the clients"), "NOTES say the next upgrade adopts them")
 	deploy := &appsv1.Deployment{}
 	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor"}, deploy)).To(Succeed())
 	g.Expect(*deploy.Spec.Replicas).To(Equal(int32(2)))
 	g.Expect(getCRD(t).GetUID()).To(Equal(crdUID), "installing adopts the CRD in place")
 	g.Expect(getCRD(t).GetAnnotations()).To(HaveKeyWithValue("helm.sh/resource-policy", "keep"))
+	clientsCRD := &unstructured.Unstructured{}
+	clientsCRD.SetGroupVersionKind(crdGVK)
+	g.Expect(env.Client.Get(ctx, types.NamespacedName{Name: clientsCRDName}, clientsCRD)).To(Succeed(), "the install creates the OAuthClient CRD")
+	g.Expect(clientsCRD.GetAnnotations()).To(HaveKeyWithValue("helm.sh/resource-policy", "keep"))
+	// The chart's client, made by the post-install hook and owned by the
+	// release as far as helm's adoption checks go.
+	installed := getOAuthClient(t, ns, "rotor")
+	g.Expect(installed).NotTo(BeNil(), "the post-install hook creates the chart's client")
+	g.Expect(installed.Spec).To(Equal(identityv1alpha1.OAuthClientSpec{
+		Type:       identityv1alpha1.ClientTypePublic,
+		GrantTypes: []identityv1alpha1.GrantType{identityv1alpha1.GrantPassword, identityv1alpha1.GrantRefreshToken},
+		Audiences:  []string{"rotor"},
+	}))
+	g.Expect(installed.Annotations).To(HaveKeyWithValue("meta.helm.sh/release-name", release))
+	g.Expect(installed.Annotations).To(HaveKeyWithValue("helm.sh/hook", "post-install,post-upgrade,post-rollback"))
+	manifest, err := helmCmd(t, kc, "get", "manifest", release, "--namespace", ns)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(manifest).NotTo(ContainSubstring("\nkind: OAuthClient\n"), "a hook, not yet an object of the release")
 
 	// An account, created by an administrator as `rotor account create` would.
 	const password = "correct horse battery staple"
-	manifest, err := accounts.Manifest("alice", ns, []string{"developers"}, []byte(password))
+	accountManifest, err := accounts.Manifest("alice", ns, []string{"developers"}, []byte(password))
 	g.Expect(err).NotTo(HaveOccurred())
 	account := &corev1.Secret{}
-	g.Expect(yaml.UnmarshalStrict(manifest, account)).To(Succeed())
+	g.Expect(yaml.UnmarshalStrict(accountManifest, account)).To(Succeed())
 	g.Expect(env.Client.Create(ctx, account)).To(Succeed())
 
 	// rotor, in-process, with the chart's ServiceAccount's permissions only.
@@ -341,6 +519,8 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	// collection happen under the chart's permissions.
 	o.AccessTokenTTL, o.ClockSkew, o.JWKSMaxAge, o.KeyPrepublish = 5*time.Second, 0, time.Second, 2*time.Second
 	o.RevokedRetention = time.Second
+	// The chart's default: requests without client_id are made by its client.
+	o.DefaultClientID = "rotor"
 	log, logs := bufferLogger(t)
 	ctrl.SetLogger(log)
 	klog.SetLogger(log) // client-go's errors (event broadcasters, informers) too
@@ -387,7 +567,14 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 		return reasons
 	}).WithTimeout(30 * time.Second).Should(ContainElement(controllers.ReasonKeyGenerated))
 
-	// Password login.
+	// The leader's reconciler finds the chart's client Ready, as
+	// `kubectl get oauthclients` shows.
+	g.Eventually(func() bool { return clientReady(t, ns, "rotor") }).WithTimeout(30*time.Second).Should(BeTrue(), "the chart's client is Ready")
+	listed, _, err := run(t, nil, kubectlBin(t), "--kubeconfig", kc, "get", "oauthclients", "-n", ns, "-o", "wide")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(listed).To(MatchRegexp(`(?m)^rotor\s+Public\s+\["password","refresh_token"\]\s+\["rotor"\]\s+True\s+Ready\s`))
+
+	// Password login, without client_id: the default client's.
 	status, login := postToken(t, base, url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {password}})
 	g.Expect(status).To(Equal(http.StatusOK), "login error %q", login.Error)
 	g.Expect(login.TokenType).To(Equal("Bearer"))
@@ -397,6 +584,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	sessions := listRefreshTokens(t, ns)
 	g.Expect(sessions).To(HaveLen(1))
 	g.Expect(sessions[0].Spec.Subject).To(Equal("alice"))
+	g.Expect(sessions[0].Spec.ClientID).To(Equal("rotor"))
 	g.Expect(sessions[0].Spec.Rotations).To(Equal(int64(0)))
 
 	// Refresh: a new pair, the session rotated in place.
@@ -453,14 +641,53 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	err = saClient.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token"}})
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "TokenReview without exchange.enabled: %v", err)
 
-	// Upgrade with changed values: sessions are untouched and keep working.
-	out, err = helmCmd(t, kc, "upgrade", release, chartDir(t), "--namespace", ns,
-		"--set", "tokens.accessTokenTTL=10m", "--set", "exchange.enabled=true", "--set", "exchange.allow={team-a/*}", "--set", "metrics.secure=false")
+	// The first upgrade adopts the hook's client into the release. Helm
+	// adopts an object as it is, so the chart refuses an upgrade that would
+	// also change it (rather than losing the change), before changing
+	// anything.
+	upgradeArgs := []string{"upgrade", release, chartDir(t), "--namespace", ns,
+		"--set", "tokens.accessTokenTTL=10m", "--set", "exchange.enabled=true", "--set", "exchange.allow={team-a/*}", "--set", "metrics.secure=false"}
+	_, err = helmCmd(t, kc, append(upgradeArgs, "--set", "clients.rotor.audiences={rotor,api}")...)
+	g.Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("clients.rotor: OAuthClient %s/rotor was created by a hook of this release", ns))))
+	g.Expect(err).To(MatchError(ContainSubstring("Upgrade once with its spec as it is")))
+	unchanged := getOAuthClient(t, ns, "rotor")
+	g.Expect(unchanged.Generation).To(Equal(installed.Generation), "nothing changed")
+	g.Expect(unchanged.Spec).To(Equal(installed.Spec))
+
+	// Upgrade with changed values and a new client: the chart's client is
+	// adopted in place.
+	out, err = helmCmd(t, kc, append(upgradeArgs,
+		"--set", "clients.cli.type=Public", "--set", "clients.cli.grantTypes={password,refresh_token}", "--set", "clients.cli.audiences={api}")...)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(out).To(ContainSubstring("REVISION: 2"))
+	g.Expect(out).NotTo(ContainSubstring("a hook created the clients"))
 	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor"}, deploy)).To(Succeed())
 	g.Expect(deploy.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--access-token-ttl=10m"))
+	g.Expect(deploy.Annotations).To(HaveKeyWithValue("identity.rotor.dev/release-clients", "cli,rotor"))
 	g.Expect(getCRD(t).GetUID()).To(Equal(crdUID), "the CRD is updated in place, never recreated")
+	adopted := getOAuthClient(t, ns, "rotor")
+	g.Expect(adopted.UID).To(Equal(installed.UID), "adopted, not recreated")
+	g.Expect(adopted.Generation).To(Equal(installed.Generation))
+	manifest, err = helmCmd(t, kc, "get", "manifest", release, "--namespace", ns)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(manifest).To(ContainSubstring("\nkind: OAuthClient\nmetadata:\n  name: rotor\n"), "the client is an object of the release")
+	g.Expect(manifest).To(ContainSubstring("\nkind: OAuthClient\nmetadata:\n  name: cli\n"))
+	g.Expect(getOAuthClient(t, ns, "cli")).NotTo(BeNil())
+	g.Eventually(func() bool { return clientReady(t, ns, "cli") }).Should(BeTrue(), "the new client is Ready")
+	g.Expect(clientReady(t, ns, "rotor")).To(BeTrue())
+
+	// An upgrade that changes the chart's client and drops the new one:
+	// the first is updated in place (and stays Ready), the second deleted.
+	out, err = helmCmd(t, kc, append(upgradeArgs, "--set", "clients.rotor.audiences={rotor,api}")...)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(ContainSubstring("REVISION: 3"))
+	updated := getOAuthClient(t, ns, "rotor")
+	g.Expect(updated.UID).To(Equal(installed.UID))
+	g.Expect(updated.Spec.Audiences).To(Equal([]string{"rotor", "api"}))
+	g.Expect(getOAuthClient(t, ns, "cli")).To(BeNil(), "a client removed from the values is deleted")
+	g.Eventually(func() bool { return clientReady(t, ns, "rotor") }).Should(BeTrue())
+
+	// Through both upgrades, sessions are untouched and keep working.
 	sessions = listRefreshTokens(t, ns)
 	g.Expect(sessions).To(HaveLen(1))
 	g.Expect(sessions[0].UID).To(Equal(session.UID))
@@ -502,6 +729,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(out).To(ContainSubstring("These resources were kept due to the resource policy:"))
 	g.Expect(out).To(ContainSubstring("[CustomResourceDefinition] " + crdName))
+	g.Expect(out).To(ContainSubstring("[CustomResourceDefinition] " + clientsCRDName))
 	g.Expect(getCRD(t).GetUID()).To(Equal(crdUID))
 	sessions = listRefreshTokens(t, ns)
 	g.Expect(sessions).To(HaveLen(1))
@@ -512,6 +740,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: ns + "-rotor-reviews"}},
+		&identityv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
 	} {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "%T %s after uninstall: %v", obj, obj.GetName(), err)

@@ -138,3 +138,23 @@ rotor would reject or that clients could not match.
 {{- define "rotor.secureMetrics" -}}
 {{- if and .Values.metrics.enabled .Values.metrics.secure }}true{{ end }}
 {{- end }}
+
+{{- /*
+Whether the API server serves OAuthClients as the chart is rendered: "true"
+on upgrades and on installs into a cluster that has rotor's CRDs, empty when
+this release is about to create the CRD (see oauthclients.yaml).
+*/ -}}
+{{- define "rotor.clientsServed" -}}
+{{- if .Capabilities.APIVersions.Has "identity.rotor.dev/v1alpha1/OAuthClient" }}true{{ end }}
+{{- end }}
+
+{{- /*
+The clients this release manages as ordinary objects, comma-separated and
+sorted: recorded on the Deployment, so that the next render knows which live
+OAuthClients helm is about to adopt rather than update.
+*/ -}}
+{{- define "rotor.releaseClients" -}}
+{{- if include "rotor.clientsServed" . }}
+{{- keys (.Values.clients | default dict) | sortAlpha | join "," }}
+{{- end }}
+{{- end }}
