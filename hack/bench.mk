@@ -10,9 +10,14 @@
 # deleting 100,000 expired sessions through the API server dominates it. If
 # the run is much slower than estimated, the largest RSS sample is reported
 # as not measured: raise --expiry-margin.
+# Every token request is made by a registered OAuth client: the bench creates
+# the OAuthClients (and the Secrets of Confidential ones) in rotor's namespace
+# and waits until they are Ready before it measures. The client_credentials
+# grant makes no API request, so it is compared with a bare net/http handler
+# doing the same work (--cc-requests per side).
 # Smaller, for a quick look (about 2 minutes):
 #
-#   make bench BENCH_FLAGS='--refreshes 400 --sessions 3000 --raw-deletes 1000 --logins 10 --bench-count 1 --benchtime 200ms'
+#   make bench BENCH_FLAGS='--refreshes 400 --sessions 3000 --raw-deletes 1000 --logins 10 --cc-requests 10000 --bench-count 1 --benchtime 200ms'
 
 LOCALBIN ?= $(CURDIR)/bin
 BENCH_FLAGS ?=

@@ -15,30 +15,47 @@ import (
 )
 
 // apiCounter reads the API server's own count of requests it served,
-// apiserver_request_total, for RefreshTokens. It is what the API server
-// saw, whichever client sent it, so it counts what rotor really costs.
-// The counter has no namespace label: nothing else may touch RefreshTokens
-// while a window is open.
+// apiserver_request_total, for some resources (by default RefreshTokens).
+// It is what the API server saw, whichever client sent it, so it counts
+// what rotor really costs. The counter has no namespace or user label:
+// nothing else may touch these resources while a window is open.
 type apiCounter struct {
-	client *http.Client
-	url    string
+	client    *http.Client
+	url       string
+	resources map[string]bool
 }
 
-func newAPICounter(cfg *rest.Config) (*apiCounter, error) {
+// rotorResources are every resource rotor's issuer reads or writes through
+// the API server: sessions, OAuth clients and their Secrets (and the
+// signing keys and accounts, also Secrets), TokenReviews and the
+// SubjectAccessReviews of metrics authorization, and the events it
+// records. Leases are left out: the API server renews its own all the time.
+var rotorResources = []string{"refreshtokens", "oauthclients", "secrets", "tokenreviews", "subjectaccessreviews", "events"}
+
+// newAPICounter counts the requests for resources (any subresource);
+// none means refreshtokens.
+func newAPICounter(cfg *rest.Config, resources ...string) (*apiCounter, error) {
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &apiCounter{client: hc, url: strings.TrimSuffix(cfg.Host, "/") + "/metrics"}, nil
+	if len(resources) == 0 {
+		resources = []string{"refreshtokens"}
+	}
+	a := &apiCounter{client: hc, url: strings.TrimSuffix(cfg.Host, "/") + "/metrics", resources: map[string]bool{}}
+	for _, r := range resources {
+		a.resources[r] = true
+	}
+	return a, nil
 }
 
-// requestKey is a verb (GET, LIST, WATCH, POST, PUT, PATCH, DELETE) and
-// an HTTP status code.
-type requestKey struct{ verb, code string }
+// requestKey is a resource, a verb (GET, LIST, WATCH, POST, PUT, PATCH,
+// DELETE) and an HTTP status code.
+type requestKey struct{ resource, verb, code string }
 
 type requestCounts map[requestKey]float64
 
-// snapshot returns the current counts for resource=refreshtokens.
+// snapshot returns the current counts for the counter's resources.
 func (a *apiCounter) snapshot(ctx context.Context) (requestCounts, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url, nil)
 	if err != nil {
@@ -67,14 +84,14 @@ func (a *apiCounter) snapshot(ctx context.Context) (requestCounts, error) {
 			continue
 		}
 		labels := parseLabels(string(line[len(prefix):end]))
-		if labels["resource"] != "refreshtokens" || labels["subresource"] != "" {
+		if !a.resources[labels["resource"]] {
 			continue
 		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(string(line[end+1:])), 64)
 		if err != nil {
 			continue
 		}
-		counts[requestKey{labels["verb"], labels["code"]}] += v
+		counts[requestKey{labels["resource"], labels["verb"], labels["code"]}] += v
 	}
 	return counts, sc.Err()
 }
@@ -135,9 +152,22 @@ func (c requestCounts) verb(verb string) float64 {
 	return n
 }
 
-// perOp describes the requests per operation, by verb, with the codes:
-// "POST 1.000 (201), GET 0". Long-running WATCHes are left out: they are
+// total is the number of requests but long-running WATCHes, which are
 // counted when they end, not per operation.
+func (c requestCounts) total() float64 {
+	var n float64
+	for k, v := range c {
+		if k.verb != "WATCH" {
+			n += v
+		}
+	}
+	return n
+}
+
+// perOp describes the requests per operation, by verb, with the codes
+// (and the resource, when it is not RefreshTokens): "POST 1.000 (201×40),
+// GET 0". Long-running WATCHes are left out: they are counted when they
+// end, not per operation.
 func (c requestCounts) perOp(ops int, verbs ...string) string {
 	var parts []string
 	seen := map[string]bool{}
@@ -154,7 +184,11 @@ func (c requestCounts) perOp(ops int, verbs ...string) string {
 		var codes []string
 		for k, v := range c {
 			if k.verb == verb {
-				codes = append(codes, fmt.Sprintf("%s×%.0f", k.code, v))
+				code := k.code
+				if k.resource != "refreshtokens" {
+					code = k.resource + " " + code
+				}
+				codes = append(codes, fmt.Sprintf("%s×%.0f", code, v))
 			}
 		}
 		slices.Sort(codes)

@@ -9,16 +9,24 @@
 //   - signing and verification cost next to the raw primitives (go test
 //     -bench in pkg/tokens and pkg/client);
 //   - password-grant throughput (bcrypt-bound by design);
+//   - client_credentials throughput and latency of the in-process rotor,
+//     side by side with a bare net/http handler doing the same work (its
+//     limit: the grant makes no API request), and the API requests it made
+//     (none);
 //   - the RSS of a separate `rotor serve` with 0, N/10 and N stored sessions,
 //     and how fast its collector deletes those N sessions when they expire
 //     together, next to raw deletes (a smaller sample) at the same
 //     parallelism.
 //
+// Every token request is made by a registered OAuth client: the bench
+// creates them (OAuthClient resources, and the Secrets of Confidential
+// ones) before it starts rotor, and waits until they are Ready.
+//
 // Everything listens on and dials 127.0.0.1 only, every phase is bounded by
 // a request count or a timeout, and the control plane is stopped at the end.
 // Run it with `make bench`; flags scale it down for development:
 //
-//	go run ./hack/bench --refreshes 200 --sessions 2000 --logins 8 --bench-count 1 --benchtime 100ms
+//	go run ./hack/bench --refreshes 200 --sessions 2000 --logins 8 --cc-requests 4000 --bench-count 1 --benchtime 100ms
 package main
 
 import (
@@ -58,6 +66,13 @@ type config struct {
 	// expiryMargin is the slack before the sessions expire (scale.go).
 	expiryMargin time.Duration
 
+	// ccRequests client_credentials grants per side (rotor, bare) from
+	// ccConc clients, in ccRounds runs per side.
+	ccRequests, ccConc, ccRounds int
+	// ccProfile is where CPU and allocation profiles of the
+	// client_credentials runs go.
+	ccProfile string
+
 	benchCount int
 	benchtime  string
 
@@ -80,6 +95,10 @@ func main() {
 	flag.IntVar(&c.parallelism, "parallelism", 8, "Parallel raw deletes; rotor's collector uses 8 workers.")
 	flag.DurationVar(&c.settle, "settle", 5*time.Second, "How long RSS is sampled after rotor is ready and has listed the sessions.")
 	flag.DurationVar(&c.expiryMargin, "expiry-margin", 30*time.Second, "Slack in the moment the sessions expire, on top of the time estimated (from the measured seed and delete rates) to seed the store, take the RSS samples and run the rest of the raw-delete sample; the raw sample yields to the collector if time runs short, so it is slack too.")
+	flag.IntVar(&c.ccRequests, "cc-requests", 20000, "client_credentials grants for rotor, and as many for the bare handler it is compared with (split over the --cc-rounds); 0 skips the measurement.")
+	flag.IntVar(&c.ccConc, "cc-clients", 8, "Concurrent clients of the client_credentials measurement (keep-alive HTTP).")
+	flag.IntVar(&c.ccRounds, "cc-rounds", 10, "Alternate rotor and bare client_credentials runs this many times (the order swapped each round); the median of the rounds' ratios is reported.")
+	flag.StringVar(&c.ccProfile, "cc-profile", "", "Directory to write a CPU profile of each client_credentials run to (<side>-<round>.pprof; the bench process: rotor or the bare handler, and the load generator), with the allocation profile before and after it (.allocs-0, .allocs-1: go tool pprof -diff_base); empty: none.")
 	flag.IntVar(&c.benchCount, "bench-count", 3, "Rounds of the signing benchmarks (each test binary run once per round); medians are reported.")
 	flag.StringVar(&c.benchtime, "benchtime", "500ms", "-test.benchtime of each signing benchmark.")
 	flag.BoolVar(&c.skipCrypto, "skip-crypto", false, "Skip the signing benchmarks.")
@@ -100,6 +119,9 @@ func main() {
 		fatalf("--gc-sessions (%d) must be at most --sessions (%d): the collector deletes sessions of the RSS measurement", c.gcSessions, c.sessions)
 	}
 	c.rawDeletes = min(c.rawDeletes, c.gcSessions)
+	if c.ccRequests < 0 || c.ccConc < 1 || c.ccRounds < 1 {
+		fatalf("--cc-requests must not be negative, --cc-clients and --cc-rounds must be positive")
+	}
 	if c.rounds < 1 || c.refreshes < c.rounds || c.logins < 1 || c.loginConc < 1 || c.parallelism < 1 || (c.gcSessions > 0 && c.rawDeletes < 1) || c.expiryMargin < 0 {
 		fatalf("--rounds, --refreshes, --logins, --raw-deletes and the concurrency flags must be positive (refreshes >= rounds), --expiry-margin not negative")
 	}
@@ -143,7 +165,8 @@ func measure(ctx context.Context, c config, log logr.Logger) error {
 		r.spent("signing benchmarks", time.Since(t))
 	}
 
-	if !c.skipRefresh || !c.skipScale {
+	inProcess := !c.skipRefresh || c.ccRequests > 0
+	if inProcess || !c.skipScale {
 		progress("starting the control plane")
 		t := time.Now()
 		cp, err := controlplane.Start(controlplane.Options{})
@@ -158,12 +181,10 @@ func measure(ctx context.Context, c config, log logr.Logger) error {
 			}
 		}()
 		r.versions(c, cp)
-		if !c.skipRefresh {
-			t := time.Now()
-			if err := runRefresh(ctx, c, cp, log, r); err != nil {
-				return fmt.Errorf("refresh measurement: %w", err)
+		if inProcess {
+			if err := runInProcess(ctx, c, cp, log, r); err != nil {
+				return fmt.Errorf("in-process measurements: %w", err)
 			}
-			r.spent("logins and refreshes", time.Since(t))
 		}
 		if !c.skipScale {
 			if err := runScale(ctx, c, cp, r); err != nil {
@@ -174,8 +195,8 @@ func measure(ctx context.Context, c config, log logr.Logger) error {
 		r.versions(c, nil)
 	}
 	r.loadavg("end")
-	r.add("run", "sizes", fmt.Sprintf("clients %s, %d refreshes and %d raw updates per level in %d rounds, %d logins at %d, sessions 0/%d/%d (seeded straight into etcd), %d of them expiring together for GC, %d raw deletes at parallelism %d, %d rounds of go test -bench with -benchtime %s",
-		joinInts(c.clients), c.refreshes, c.refreshes, c.rounds, c.logins, c.loginConc, c.sessions/10, c.sessions, c.gcSessions, c.rawDeletes, c.parallelism, c.benchCount, c.benchtime), "", "")
+	r.add("run", "sizes", fmt.Sprintf("clients %s, %d refreshes and %d raw updates per level in %d rounds, %d logins at %d, sessions 0/%d/%d (seeded straight into etcd), %d of them expiring together for GC, %d raw deletes at parallelism %d, %d client_credentials grants each for rotor and the bare handler from %d clients in %d rounds, %d rounds of go test -bench with -benchtime %s",
+		joinInts(c.clients), c.refreshes, c.refreshes, c.rounds, c.logins, c.loginConc, c.sessions/10, c.sessions, c.gcSessions, c.rawDeletes, c.parallelism, c.ccRequests, c.ccConc, c.ccRounds, c.benchCount, c.benchtime), "", "")
 	r.add("run", "duration", fmt.Sprintf("%s (%s)", time.Since(start).Round(time.Second), strings.Join(r.phases, ", ")), "< 10 min with defaults", "")
 
 	table := r.markdown()

@@ -122,25 +122,51 @@ func parallel(n, total int, op func(worker int) error) run {
 
 // issuerClient posts to the in-process rotor over loopback HTTP, keeping a
 // connection per client alive (the default of 2 idle connections per host
-// would make 8 clients reconnect all the time).
+// would make 8 clients reconnect all the time). With id set, every request
+// authenticates the client with HTTP Basic (client_secret_basic).
 type issuerClient struct {
-	url string
-	hc  *http.Client
+	url        string
+	hc         *http.Client
+	id, secret string
+}
+
+// loadClient is the HTTP client of every load generator: keep-alive
+// connections enough for every worker, no compression.
+func loadClient() *http.Client {
+	return &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64, DisableCompression: true},
+	}
 }
 
 type tokenReply struct {
 	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token"`
 	Error        string `json:"error"`
 	Description  string `json:"error_description"`
 }
 
+// token posts form and requires an access token and a refresh token.
 func (ic *issuerClient) token(ctx context.Context, form url.Values) (*tokenReply, error) {
+	reply, err := ic.post(ctx, form)
+	if err == nil && reply.RefreshToken == "" {
+		err = errors.New("no refresh token")
+	}
+	return reply, err
+}
+
+// post posts form to /token and requires an access token.
+func (ic *issuerClient) post(ctx context.Context, form url.Values) (*tokenReply, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ic.url+"/token", strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if ic.id != "" {
+		basicAuth(req, ic.id, ic.secret)
+	}
 	resp, err := ic.hc.Do(req)
 	if err != nil {
 		return nil, err
@@ -154,15 +180,17 @@ func (ic *issuerClient) token(ctx context.Context, form url.Values) (*tokenReply
 	if err := json.Unmarshal(body, reply); err != nil {
 		return nil, fmt.Errorf("%s: %q is not JSON", resp.Status, body)
 	}
-	if resp.StatusCode != http.StatusOK || reply.AccessToken == "" || reply.RefreshToken == "" {
+	if resp.StatusCode != http.StatusOK || reply.AccessToken == "" {
 		return nil, fmt.Errorf("%s: %s: %s", resp.Status, reply.Error, reply.Description)
 	}
 	return reply, nil
 }
 
-// runRefresh starts rotor in this process (as the tests do) and measures
-// logins, refreshes and raw conditional updates against one control plane.
-func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, log logr.Logger, r *report) error {
+// runInProcess starts rotor in this process (as the tests do), with the
+// OAuth clients it serves registered first, and measures logins, refreshes
+// and raw conditional updates against one control plane, then the
+// client_credentials grant beside a bare handler doing the same work.
+func runInProcess(ctx context.Context, c config, cp *controlplane.ControlPlane, log logr.Logger, r *report) error {
 	scheme := rotorscheme.Scheme
 	// The raw side has no client-side rate limit (QPS < 0): it measures
 	// what the API server does, which is the limit rotor is held to.
@@ -187,26 +215,70 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, lo
 	if err := kc.Create(ctx, secret); err != nil {
 		return err
 	}
+	// The clients, before rotor starts: the default (Public) one, the
+	// Confidential one of the logins and refreshes, and the Confidential
+	// one of client_credentials.
+	if _, err := createClient(ctx, kc, refreshNamespace, defaultClientID, publicClientSpec()); err != nil {
+		return err
+	}
+	refreshSecret, err := createClient(ctx, kc, refreshNamespace, refreshClientID,
+		confidentialClientSpec(identityv1alpha1.GrantPassword, identityv1alpha1.GrantRefreshToken))
+	if err != nil {
+		return err
+	}
+	serviceSecret, err := createClient(ctx, kc, refreshNamespace, serviceClientID,
+		confidentialClientSpec(identityv1alpha1.GrantClientCredentials))
+	if err != nil {
+		return err
+	}
 
-	progress("starting rotor in-process (default options, plain HTTP on 127.0.0.1)")
-	srv, issuerURL, stop, err := startInProcess(ctx, cp.Config, log)
+	progress("starting rotor in-process (default options, --default-client-id=%s, plain HTTP on 127.0.0.1)", defaultClientID)
+	tally := &requestTally{}
+	srv, issuerURL, stop, err := startInProcess(ctx, tally.config(cp.Config), log)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	ic := &issuerClient{url: issuerURL, hc: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64, DisableCompression: true},
-	}}
-	counter, err := newAPICounter(cp.Config)
+	if err := awaitServed(ctx, srv, defaultClientID, refreshClientID, serviceClientID); err != nil {
+		return err
+	}
+	progress("OAuth clients %s (Public, default), %s and %s (Confidential) are Ready", defaultClientID, refreshClientID, serviceClientID)
+	// What the API server saw of every resource rotor touches: a warm
+	// refresh must be one write whatever else it reads (clients, Secrets).
+	counter, err := newAPICounter(cp.Config, rotorResources...)
 	if err != nil {
 		return err
 	}
-	_ = srv
+	if !c.skipRefresh {
+		// A request without client_id is the default client's.
+		if _, err := (&issuerClient{url: issuerURL, hc: loadClient()}).token(ctx,
+			url.Values{"grant_type": {"password"}, "username": {benchUser}, "password": {password}}); err != nil {
+			return fmt.Errorf("login without client_id (the default client %s): %w", defaultClientID, err)
+		}
+		t := time.Now()
+		ic := &issuerClient{url: issuerURL, hc: loadClient(), id: refreshClientID, secret: refreshSecret}
+		if err := runRefresh(ctx, c, ic, kc, counter, password, r); err != nil {
+			return err
+		}
+		r.spent("logins and refreshes", time.Since(t))
+	}
+	if c.ccRequests > 0 {
+		t := time.Now()
+		if err := runClientCredentials(ctx, c, issuerURL, serviceSecret, counter, tally, r); err != nil {
+			return fmt.Errorf("client_credentials measurement: %w", err)
+		}
+		r.spent("client_credentials", time.Since(t))
+	}
+	return nil
+}
 
+// runRefresh measures logins, refreshes and raw conditional updates, the
+// client (ic) authenticating on each login and refresh.
+func runRefresh(ctx context.Context, c config, ic *issuerClient, kc client.Client, counter *apiCounter, password string, r *report) error {
+	authn := fmt.Sprintf("client authentication on: Confidential client %s, HTTP Basic", ic.id)
 	// Logins: password throughput, the sessions the refresh clients hold,
 	// and the API requests of a login.
-	progress("%d password logins at concurrency %d", c.logins, c.loginConc)
+	progress("%d password logins at concurrency %d (%s)", c.logins, c.loginConc, authn)
 	tokens := make([]string, c.logins)
 	var next atomic.Int64
 	before, err := counter.snapshot(ctx)
@@ -230,11 +302,11 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, lo
 		return fmt.Errorf("logins failed: %w", logins.firstErr)
 	}
 	bound := bcryptBound()
-	r.add("password grant", fmt.Sprintf("logins at concurrency %d", c.loginConc), logins.String(),
+	r.add("password grant", fmt.Sprintf("logins at concurrency %d (%s)", c.loginConc, authn), logins.String(),
 		fmt.Sprintf("bounded by bcrypt cost 10 by design (%s per compare here: ≤ %.0f/s on %d cores)", ms(bound), float64(min(c.loginConc, nproc()))/bound.Seconds(), nproc()), "")
 	apiLogin := after.minus(before)
-	r.add("API requests", fmt.Sprintf("per login (%d logins, apiserver_request_total)", c.logins), apiLogin.perOp(c.logins, "POST", "GET"),
-		"1 create (POST), 0 GET", check(exactly(apiLogin, c.logins, "POST")))
+	r.add("API requests", fmt.Sprintf("per login, %s (%d logins; apiserver_request_total of %s)", authn, c.logins, strings.Join(rotorResources, ", ")),
+		apiLogin.perOp(c.logins, "POST", "GET"), "1 create (POST), 0 GET", check(exactly(apiLogin, c.logins, "POST")))
 
 	// Refreshes and raw updates, alternating in rounds.
 	byLevel := map[int]*struct {
@@ -291,7 +363,7 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, lo
 			// Past the burst, the session client's token bucket decides.
 			note = fmt.Sprintf(" (at the session client's --api-qps %.0f)", server.DefaultOptions().APIQPS)
 		}
-		r.add(area, "rotor: POST /token grant_type=refresh_token (loopback HTTP)", lv.rotor.String()+note, "", "")
+		r.add(area, fmt.Sprintf("rotor: POST /token grant_type=refresh_token, %s (loopback HTTP)", authn), lv.rotor.String()+note, "", "")
 		r.add(area, "limit: raw conditional Update of the same RefreshTokens (client-go, no client rate limit)", lv.raw.String(), "", "")
 		ratio := lv.rotor.rate() / lv.raw.rate()
 		target, verdict := "", ""
@@ -299,7 +371,7 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, lo
 			target, verdict = "≥ 0.7 at 8 clients", check(ratio >= 0.7)
 		}
 		r.add(area, "rotor ÷ limit", fmt.Sprintf("**%.2f**", ratio), target, verdict)
-		r.add("API requests", fmt.Sprintf("per warm refresh, %d client%s (apiserver_request_total)", n, map[bool]string{true: "s", false: ""}[n > 1]),
+		r.add("API requests", fmt.Sprintf("per warm refresh, %d client%s, %s (apiserver_request_total of %s)", n, map[bool]string{true: "s", false: ""}[n > 1], authn, strings.Join(rotorResources, ", ")),
 			lv.api.perOp(lv.rotor.ops, "PUT", "GET"), "1 update (PUT), 0 GET", check(exactly(lv.api, lv.rotor.ops, "PUT")))
 	}
 	return nil
@@ -378,13 +450,16 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // startInProcess runs rotor as the tests do (server.New + Start, plain
-// HTTP, no leader election, metrics and probes off, defaults otherwise)
-// and waits until it is ready.
+// HTTP, no leader election, metrics and probes off, the default client
+// defaultClientID, defaults otherwise) and waits until it is ready.
 func startInProcess(ctx context.Context, cfg *rest.Config, log logr.Logger) (*server.Server, string, func(), error) {
 	o := server.DefaultOptions()
 	o.Namespace = refreshNamespace
 	o.InsecureHTTP = true
 	o.LeaderElect = false
+	// `rotor serve` has no default client (client_id required); as `rotor
+	// dev` does, requests without client_id are the Public client's.
+	o.DefaultClientID = defaultClientID
 	o.MetricsAddress, o.ProbeAddress = "0", "0"
 	// The bench logs in hundreds of times as one account from one address:
 	// the abuse limits would measure themselves, not the refresh path.

@@ -88,6 +88,11 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 			return err
 		}
 	}
+	// The default client of --default-client-id, before any rotor starts;
+	// the first one's reconciler marks it Ready (measureRSS waits for it).
+	if _, err := createClient(ctx, kc, scaleNamespace, defaultClientID, publicClientSpec()); err != nil {
+		return err
+	}
 	dir, err := os.MkdirTemp("", "rotor-bench-")
 	if err != nil {
 		return err
@@ -112,7 +117,10 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("%s: %w (run 'make build')", c.rotorBin, err)
 	}
-	rp := rotorProcess{bin: bin, kubeconfig: kcPath, dir: dir}
+	rp := rotorProcess{bin: bin, kubeconfig: kcPath, dir: dir, clientReady: func() bool {
+		ok, err := clientReady(ctx, kc, scaleNamespace, defaultClientID)
+		return err == nil && ok
+	}}
 	seeder := newEtcdSeeder(cp.EtcdURL())
 
 	var seeding, rssTime, rawTime, waitTime, gcTime time.Duration
@@ -518,10 +526,14 @@ func countSessions(ctx context.Context, meta metadata.Interface, namespace strin
 }
 
 // rotorProcess starts `rotor serve` as a separate process against the
-// control plane, on loopback ports, metrics off.
+// control plane, on loopback ports, metrics off, with the default client
+// defaultClientID.
 type rotorProcess struct {
 	bin, kubeconfig, dir string
 	runs                 int
+	// clientReady reports whether the default client is Ready, which a
+	// sample waits for as it waits for readiness.
+	clientReady func() bool
 }
 
 type proc struct {
@@ -552,6 +564,8 @@ func (rp *rotorProcess) start() (*proc, error) {
 	cmd := exec.Command(rp.bin, "serve",
 		"--issuer-url", "http://"+issuer, "--insecure-http", "--listen-address", issuer,
 		"--namespace", scaleNamespace, "--metrics-bind-address", "0", "--health-probe-bind-address", probe,
+		// `rotor serve` requires client_id unless told a default (Public) client.
+		"--default-client-id", defaultClientID,
 		// The seeded sessions are not the abuse the limits guard against.
 		"--max-sessions-per-subject", "0", "--sessions-per-subject-burst", "0", "--unauthenticated-burst", "0")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+rp.kubeconfig)
@@ -653,14 +667,14 @@ func (rp *rotorProcess) measureRSS(ctx context.Context, counter *apiCounter, n i
 	if err != nil {
 		return m, nil, err
 	}
-	if err := p.sampleRSS(ctx, counter, before, n, settle, onListed, stopBy, &m); err != nil || !keep {
+	if err := p.sampleRSS(ctx, counter, before, n, settle, onListed, stopBy, rp.clientReady, &m); err != nil || !keep {
 		p.stop()
 		return m, nil, err
 	}
 	return m, p, nil
 }
 
-func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before requestCounts, n int, settle time.Duration, onListed func(*proc), stopBy time.Time, m *rssResult) error {
+func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before requestCounts, n int, settle time.Duration, onListed func(*proc), stopBy time.Time, clientReady func() bool, m *rssResult) error {
 	start := time.Now()
 	sample := func() error {
 		if !ahead(stopBy) {
@@ -681,12 +695,16 @@ func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before reques
 	// watch one page of one.
 	wantLists := float64(max(1, (n+gcPageSize-1)/gcPageSize) + 1)
 	deadline := start.Add(3 * time.Minute)
-	for m.ready == 0 || m.listed == 0 {
+	clientOK := clientReady == nil
+	for m.ready == 0 || m.listed == 0 || !clientOK {
 		if err := sample(); err != nil {
 			return err
 		}
 		if m.ready == 0 && probeOK(p.probeURL) {
 			m.ready = time.Since(start)
+		}
+		if !clientOK && m.ready != 0 {
+			clientOK = clientReady()
 		}
 		if m.listed == 0 {
 			now, err := counter.snapshot(ctx)
@@ -701,7 +719,7 @@ func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before reques
 			}
 		}
 		if time.Now().After(deadline) {
-			return p.failed(errors.New("rotor not ready and listed within 3 minutes"))
+			return p.failed(fmt.Errorf("rotor not ready, listed and its client %s Ready within 3 minutes (ready %v, listed %v, client Ready %v)", defaultClientID, m.ready != 0, m.listed != 0, clientOK))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -79,6 +79,9 @@ func NewSecretCache(cfg *rest.Config, scheme *runtime.Scheme, namespace string) 
 	return &SecretCache{Cache: c, informer: inf}, nil
 }
 
+// Informer is the Secrets' informer, for handlers of their changes.
+func (c *SecretCache) Informer() cache.Informer { return c.informer }
+
 // NeedLeaderElection is false: every replica authenticates clients.
 func (c *SecretCache) NeedLeaderElection() bool { return false }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,7 +14,9 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
@@ -31,6 +34,22 @@ type Registry struct {
 	namespace string
 	throttle  *ratelimit.Throttle
 	clock     clock.PassiveClock
+
+	// memo holds each found client as resolved and judged, with its hashes,
+	// once InvalidateOn has wired the informers whose every event clears
+	// it: reading the caches costs more than the rest of a client
+	// credentials grant but its signature (controller-runtime's namespaced
+	// cache consults the REST mapper and deep-copies on every Get), and
+	// clients change rarely. gen counts clears, so that a resolution that
+	// read the caches before a change is not stored after it.
+	memoMu sync.RWMutex
+	memo   map[string]memoEntry
+	gen    uint64
+}
+
+type memoEntry struct {
+	client *Client
+	hashes []string
 }
 
 // RegistryOptions configure a Registry.
@@ -116,8 +135,56 @@ func (r *Registry) Lookup(ctx context.Context, id string) (c *Client, found bool
 	return c, found, err
 }
 
+// InvalidateOn makes the Registry remember resolved clients until any of
+// informers (the OAuthClients' and the client Secrets') reports a change.
+// The informers update their stores before they call handlers, so whatever
+// is resolved after the clear sees the change.
+func (r *Registry) InvalidateOn(informers ...cache.Informer) error {
+	clearAll := func() {
+		r.memoMu.Lock()
+		defer r.memoMu.Unlock()
+		r.gen++
+		clear(r.memo)
+	}
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { clearAll() },
+		UpdateFunc: func(any, any) { clearAll() },
+		DeleteFunc: func(any) { clearAll() },
+	}
+	for _, inf := range informers {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return fmt.Errorf("oauth clients: watching for changes: %w", err)
+		}
+	}
+	r.memoMu.Lock()
+	defer r.memoMu.Unlock()
+	r.memo = map[string]memoEntry{}
+	return nil
+}
+
 // lookup is Lookup, also returning a Confidential client's hashes.
 func (r *Registry) lookup(ctx context.Context, id string) (*Client, []string, bool, error) {
+	r.memoMu.RLock()
+	e, hit := r.memo[id]
+	gen, memoOn := r.gen, r.memo != nil
+	r.memoMu.RUnlock()
+	if hit {
+		return e.client, e.hashes, true, nil
+	}
+	c, hashes, found, err := r.resolveFromCaches(ctx, id)
+	if found && memoOn {
+		// Only clients that exist are remembered: junk ids cannot grow it.
+		r.memoMu.Lock()
+		if r.gen == gen {
+			r.memo[id] = memoEntry{client: c, hashes: hashes}
+		}
+		r.memoMu.Unlock()
+	}
+	return c, hashes, found, err
+}
+
+// resolveFromCaches reads and judges client id.
+func (r *Registry) resolveFromCaches(ctx context.Context, id string) (*Client, []string, bool, error) {
 	// A client_id that is no object name names no client; asking the cache
 	// for it would only risk an odd key.
 	if len(validation.IsDNS1123Subdomain(id)) > 0 {

@@ -53,7 +53,7 @@ func startRegistry(t *testing.T, ctx context.Context, ns string, counter *apiCou
 		DefaultNamespaces: map[string]cache.Config{ns: {}},
 	})
 	g.Expect(err).NotTo(HaveOccurred())
-	_, err = clients.GetInformer(ctx, &identityv1alpha1.OAuthClient{})
+	informer, err := clients.GetInformer(ctx, &identityv1alpha1.OAuthClient{})
 	g.Expect(err).NotTo(HaveOccurred())
 	secrets, err := oauthclients.NewSecretCache(cfg, env.Scheme, ns)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -64,6 +64,9 @@ func startRegistry(t *testing.T, ctx context.Context, ns string, counter *apiCou
 	o.Namespace = ns
 	reg, err := oauthclients.NewRegistry(clients, secrets, o)
 	g.Expect(err).NotTo(HaveOccurred())
+	// As rotor serve wires it: resolved clients are remembered until a
+	// change, so every test below also proves that changes are seen.
+	g.Expect(reg.InvalidateOn(informer, secrets.Informer())).To(Succeed())
 	return reg
 }
 

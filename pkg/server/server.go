@@ -238,6 +238,9 @@ func (w *wiring) oauthClients() error {
 	if err != nil {
 		return err
 	}
+	if err := w.clients.InvalidateOn(informer, secrets.Informer()); err != nil {
+		return err
+	}
 	return (&controllers.OAuthClientReconciler{
 		Client:   w.mgr.GetClient(),
 		Secrets:  secrets,
