@@ -6,6 +6,9 @@
 //	rotor account create NAME [flags]  print an account Secret; the password is read from stdin
 //	rotor client create NAME [flags]   print an OAuthClient (and its Secret); the secret goes to stderr
 //	rotor client rotate-secret NAME    read the client's Secret on stdin, print it with a new secret's hash
+//	rotor login [flags]                kubectl exec credential plugin: print an ExecCredential with an access token
+//	rotor logout [flags]               revoke the cached session and remove it
+//	rotor kubeconfig [flags]           write (or print) the kubeconfig user entry that runs rotor login
 package main
 
 import (
@@ -28,6 +31,7 @@ import (
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/dev"
+	"rotor.dev/rotor/pkg/login"
 	"rotor.dev/rotor/pkg/oauthclients"
 	"rotor.dev/rotor/pkg/server"
 )
@@ -69,11 +73,17 @@ func run(args []string) error {
 			}
 		}
 		return errors.New("usage: rotor client create NAME --type Public|Confidential --grant G --audience A [flags], or rotor client rotate-secret NAME [flags] < secret.yaml")
+	case "login":
+		return loginCmd(args, os.Stdin, os.Stdout, os.Stderr)
+	case "logout":
+		return logoutCmd(args, os.Stderr)
+	case "kubeconfig":
+		return kubeconfigCmd(args, os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println(version)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (serve, dev, account create, client create, client rotate-secret, version)", cmd)
+	return fmt.Errorf("unknown command %q (serve, dev, account create, client create, client rotate-secret, login, logout, kubeconfig, version)", cmd)
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -117,12 +127,12 @@ func runDev(args []string) error {
 	// needs no client_id (rotor serve has no default client).
 	o.DefaultClientID = dev.DefaultClientID
 	o.AddFlags(fs)
-	d := dev.Options{}
-	fs.StringVar(&d.Addr, "addr", "", "Address of the issuer; the issuer URL is http://<addr>. Default 127.0.0.1:8080, or a free port if 8080 is taken.")
-	fs.StringVar(&d.StateDir, "state-dir", ".rotor/dev", "Directory for the kubeconfig of the local control plane.")
+	d := dev.Options{DemoGroups: dev.DefaultDemoGroups}
+	fs.StringVar(&d.Addr, "addr", "", "Address of the issuer; the issuer URL is https://<addr> (http:// with --insecure-http). Default 127.0.0.1:8080, or a free port if 8080 is taken.")
+	fs.StringVar(&d.StateDir, "state-dir", ".rotor/dev", "Directory for the kubeconfigs (the administrator's, and user.kubeconfig, which logs in through rotor), the dev CA and certificate, and the demo client's secret.")
 	fs.StringVar(&d.DemoUser, "demo-user", "demo", "Username of the demo account.")
 	fs.StringVar(&d.DemoPassword, "demo-password", "", "Password of the demo account (default: generated and printed).")
-	fs.Func("demo-groups", "Comma-separated groups of the demo account.", func(v string) error {
+	fs.Func("demo-groups", "Comma-separated groups of the demo account; the first may read the local cluster (ClusterRole view). Default "+strings.Join(dev.DefaultDemoGroups, ",")+".", func(v string) error {
 		d.DemoGroups = splitList(v)
 		return nil
 	})
@@ -332,5 +342,116 @@ func showSecret(client, secret, path string, stderr io.Writer) error {
 		return fmt.Errorf("--secret-file: %w", err)
 	}
 	_, err = fmt.Fprintf(stderr, "Secret of client %s written to %s (rotor keeps only its hash)\n", client, path)
+	return err
+}
+
+// usageWith prints what a subcommand does before its flags, for -h.
+func usageWith(fs *flag.FlagSet, text string) func() {
+	return func() {
+		fmt.Fprintln(fs.Output(), strings.TrimSpace(text))
+		fmt.Fprintln(fs.Output(), "\nFlags:")
+		fs.PrintDefaults()
+	}
+}
+
+const loginUsage = `
+usage: rotor login --issuer-url URL --username NAME [flags]
+
+A kubectl exec credential plugin: prints an ExecCredential
+(client.authentication.k8s.io/v1) with a rotor access token on stdout, and
+nothing else. The session (refresh token) is cached per issuer, client,
+audience and user; a cached access token is reused until shortly before it
+expires, then refreshed, under a lock shared by concurrent kubectl processes.
+A new login asks for the password on the terminal when kubectl says the
+session is interactive (KUBERNETES_EXEC_INFO) or, run by hand, when stdin is a
+terminal; otherwise the password comes from --password-stdin or
+--password-file, or a ServiceAccount token from --token-file. A password is
+never taken from a flag's value. Set it up with: rotor kubeconfig`
+
+// loginCmd is `rotor login`.
+func loginCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rotor login", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o login.Options
+	o.AddFlags(fs)
+	o.AddCredentialFlags(fs)
+	fs.Usage = usageWith(fs, loginUsage)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (a password is never an argument: use the terminal, --password-stdin or --password-file)", fs.Args())
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	return login.Run(ctx, o, login.Process{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+}
+
+const logoutUsage = `
+usage: rotor logout --issuer-url URL --username NAME [flags]
+
+Revokes the cached session of rotor login at the issuer (RFC 7009) and
+removes it from the cache; the cache entry is removed also when the
+revocation fails, which is then reported. The flags name the session as they
+do for rotor login.`
+
+// logoutCmd is `rotor logout`.
+func logoutCmd(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rotor logout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o login.Options
+	o.AddFlags(fs)
+	fs.Usage = usageWith(fs, logoutUsage)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	return login.Logout(ctx, o, login.Process{Stderr: stderr})
+}
+
+const kubeconfigUsage = `
+usage: rotor kubeconfig --issuer-url URL --username NAME [--kubeconfig FILE] [--user NAME] [--cluster NAME [--context NAME]] [flags]
+
+Writes the kubeconfig user entry that runs rotor login as a kubectl exec
+credential plugin (users[].user.exec, interactiveMode IfAvailable) into
+--kubeconfig, keeping everything else in the file, or prints it as YAML on
+stdout without --kubeconfig. The login flags go into the entry's args.`
+
+// kubeconfigCmd is `rotor kubeconfig`.
+func kubeconfigCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rotor kubeconfig", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o login.Options
+	o.AddFlags(fs)
+	fs.StringVar(&o.PasswordFile, "password-file", "", "Put --password-file FILE into the entry: rotor login reads the password there when it needs a login (unattended use).")
+	var k login.KubeconfigOptions
+	path := fs.String("kubeconfig", "", "Kubeconfig file to add the entry to (created if missing; other entries kept). Default: print the entry as YAML on stdout.")
+	fs.StringVar(&k.User, "user", "", "Name of the users[] entry (default rotor-<username>).")
+	fs.StringVar(&k.Cluster, "cluster", "", "Also add a context pairing this cluster (already in the kubeconfig) with the user.")
+	fs.StringVar(&k.Context, "context", "", "Name of the context that --cluster adds (default <user>@<cluster>).")
+	fs.StringVar(&k.Command, "command", "", "The rotor binary the entry runs (default: the absolute path of this one).")
+	fs.Usage = usageWith(fs, kubeconfigUsage)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *path == "" {
+		b, err := login.Kubeconfig(o, k)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(b)
+		return err
+	}
+	if err := login.WriteKubeconfig(*path, o, k); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(stderr, "User %s added to %s\n", k.UserName(o), *path)
 	return err
 }

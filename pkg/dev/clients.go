@@ -18,6 +18,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/pkg/kubeauthn"
+	"rotor.dev/rotor/pkg/login"
 	"rotor.dev/rotor/pkg/oauthclients"
 )
 
@@ -32,6 +34,14 @@ const (
 	// serviceSecretFile is the file of the state directory that holds
 	// ServiceClientID's plaintext secret, mode 0600.
 	serviceSecretFile = ServiceClientID + ".secret"
+	// KubectlClientID is the Public client `rotor login` logs in as for
+	// kubectl, whose tokens the local API server accepts (every mode of
+	// rotor dev but --insecure-http).
+	KubectlClientID = login.DefaultClientID
+	// kubectlAccessTokenTTL is the lifetime of the kubectl client's access
+	// tokens: the API server never learns that a session was revoked, so
+	// what it accepts must expire soon.
+	kubectlAccessTokenTTL = 5 * time.Minute
 	// readyTimeout bounds the wait for rotor's reconciler to find the demo
 	// clients Ready.
 	readyTimeout = 30 * time.Second
@@ -61,6 +71,28 @@ func serviceSpec(audience string) identityv1alpha1.OAuthClientSpec {
 		Audiences:  []string{audience},
 		Scopes:     []string{"reports:read", "reports:write"},
 	}
+}
+
+// kubectlSpec is the client of `rotor login` as kubectl's credential
+// plugin: a person's password login and its refreshes, for the API server's
+// audience only, with short access tokens.
+func kubectlSpec() identityv1alpha1.OAuthClientSpec {
+	return identityv1alpha1.OAuthClientSpec{
+		Type: identityv1alpha1.ClientTypePublic,
+		GrantTypes: []identityv1alpha1.GrantType{
+			identityv1alpha1.GrantPassword,
+			identityv1alpha1.GrantRefreshToken,
+		},
+		Audiences:      []string{kubeauthn.DefaultAudience},
+		TokenLifetimes: &identityv1alpha1.TokenLifetimes{AccessToken: &metav1.Duration{Duration: kubectlAccessTokenTTL}},
+	}
+}
+
+// seedKubectlClient creates the KubectlClientID client in namespace unless
+// it exists.
+func seedKubectlClient(ctx context.Context, c client.Client, namespace string) error {
+	_, err := ensureClient(ctx, c, KubectlClientID, namespace, kubectlSpec())
+	return err
 }
 
 // seedClients creates the demo's two OAuthClients in namespace: the Public
@@ -180,26 +212,32 @@ func ensureSecret(ctx context.Context, c client.Client, m *clientManifests, name
 // in one rename so that a reader never sees half a secret. The secret goes
 // nowhere else: not to the log, not to stdout.
 func writeSecretFile(path, secret string) error {
+	if err := writePrivateFile(path, []byte(secret)); err != nil {
+		return fmt.Errorf("writing the client secret: %w", err)
+	}
+	return nil
+}
+
+// writePrivateFile writes data to path, mode 0600, replacing any file there
+// in one rename.
+func writePrivateFile(path string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
-		return fmt.Errorf("writing the client secret: %w", err)
+		return err
 	}
 	defer os.Remove(f.Name()) // after the rename, a no-op
 	if err := f.Chmod(0o600); err != nil {
 		f.Close()
-		return fmt.Errorf("writing the client secret: %w", err)
+		return err
 	}
-	if _, err := f.WriteString(secret); err != nil {
+	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return fmt.Errorf("writing the client secret: %w", err)
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing the client secret: %w", err)
+		return err
 	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("writing the client secret: %w", err)
-	}
-	return nil
+	return os.Rename(f.Name(), path)
 }
 
 // waitReady waits until rotor's reconciler has found each of the clients
