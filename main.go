@@ -9,6 +9,7 @@
 //	rotor login [flags]                kubectl exec credential plugin: print an ExecCredential with an access token
 //	rotor logout [flags]               revoke the cached session and remove it
 //	rotor kubeconfig [flags]           write (or print) the kubeconfig user entry that runs rotor login
+//	rotor authn-config [flags]         print the AuthenticationConfiguration that makes an API server trust rotor
 package main
 
 import (
@@ -17,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,12 +27,14 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/dev"
+	"rotor.dev/rotor/pkg/kubeauthn"
 	"rotor.dev/rotor/pkg/login"
 	"rotor.dev/rotor/pkg/oauthclients"
 	"rotor.dev/rotor/pkg/server"
@@ -79,11 +83,13 @@ func run(args []string) error {
 		return logoutCmd(args, os.Stderr)
 	case "kubeconfig":
 		return kubeconfigCmd(args, os.Stdout, os.Stderr)
+	case "authn-config":
+		return authnConfigCmd(args, os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println(version)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (serve, dev, account create, client create, client rotate-secret, login, logout, kubeconfig, version)", cmd)
+	return fmt.Errorf("unknown command %q (serve, dev, account create, client create, client rotate-secret, login, logout, kubeconfig, authn-config, version)", cmd)
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -453,5 +459,73 @@ func kubeconfigCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	_, err := fmt.Fprintf(stderr, "User %s added to %s\n", k.UserName(o), *path)
+	return err
+}
+
+// authnConfigCmd prints the AuthenticationConfiguration (v1) a Kubernetes
+// API server needs to trust rotor (--authentication-config). Unless
+// --offline, it first reads rotor's discovery, as the API server will, and
+// refuses an issuer it could not verify: one whose issuer differs from
+// --issuer-url, or that signs with EdDSA only.
+func authnConfigCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rotor authn-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	issuerURL := fs.String("issuer-url", "", "rotor's --issuer-url (https). Required.")
+	caFile := fs.String("ca-file", "", "PEM CA bundle that verifies rotor's serving certificate, embedded in the config. Empty: the API server host's roots.")
+	audiences := fs.String("audience", kubeauthn.DefaultAudience, "Comma-separated aud values the API server accepts: the audiences of the OAuthClient kubectl logs in with.")
+	prefix := fs.String("prefix", kubeauthn.DefaultPrefix, "Prefix of every username and group from rotor, so that none is mistaken for one of the cluster's own.")
+	offline := fs.Bool("offline", false, "Do not read rotor's discovery first (the issuer URL and signing algorithm are then not checked).")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: rotor authn-config --issuer-url https://... [flags] > authentication-config.yaml")
+		fmt.Fprintln(stderr, "\nPrints an apiserver.config.k8s.io/v1 AuthenticationConfiguration with one JWT authenticator trusting rotor.")
+		fmt.Fprintln(stderr, "Give it to kube-apiserver with --authentication-config=FILE (kubeadm: extraArgs and extraVolumes; kind: a mount and the flag).")
+		fmt.Fprintln(stderr)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *issuerURL == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return errors.New("--issuer-url is required and no arguments are taken")
+	}
+	var ca []byte
+	if *caFile != "" {
+		var err error
+		if ca, err = os.ReadFile(*caFile); err != nil {
+			return fmt.Errorf("reading --ca-file: %w", err)
+		}
+	}
+	var aud []string
+	for _, a := range strings.Split(*audiences, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			aud = append(aud, a)
+		}
+	}
+	cfg, err := kubeauthn.Config(kubeauthn.Options{IssuerURL: *issuerURL, CAPEM: ca, Audiences: aud, Prefix: *prefix})
+	if err != nil {
+		return err
+	}
+	if !*offline {
+		tlsConfig := &rest.Config{TLSClientConfig: rest.TLSClientConfig{CAData: ca}}
+		tr, err := rest.TransportFor(tlsConfig)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		algs, err := kubeauthn.Discover(ctx, &http.Client{Transport: tr}, *issuerURL)
+		if err != nil {
+			return fmt.Errorf("%w (--offline skips this check)", err)
+		}
+		if err := kubeauthn.CheckAlgorithms(algs); err != nil {
+			return err
+		}
+	}
+	out, err := kubeauthn.YAML(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
 	return err
 }

@@ -56,6 +56,8 @@ var (
 	// server trusts; tlsFiles are its certificates.
 	issuerURL string
 	tlsFiles  devcert.Files
+	// authnConfig is the file the API server was started with.
+	authnConfig []byte
 )
 
 func TestMain(m *testing.M) {
@@ -87,12 +89,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	config, err := kubeauthn.YAML(cfg)
-	if err != nil {
+	if authnConfig, err = kubeauthn.YAML(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	testenv.MainWith(m, &env, controlplane.Options{AuthenticationConfig: config})
+	testenv.MainWith(m, &env, controlplane.Options{AuthenticationConfig: authnConfig})
 }
 
 // accessTTL is the kubectl client's access-token lifetime: short, so that
@@ -411,6 +412,12 @@ func TestKubectlAuthenticatesThroughRotorLogin(t *testing.T) {
 	c := rotorCluster(t)
 	t.Logf("the API server trusted the freshly started rotor after %s", c.trustDelay.Round(100*time.Millisecond))
 	ctx := context.Background()
+
+	// What `rotor authn-config` prints for the running rotor is what the
+	// API server was started with; for an EdDSA issuer it refuses.
+	out, err := exec.Command(c.rotorBin, "authn-config", "--issuer-url", issuerURL, "--ca-file", tlsFiles.CA).Output()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(out)).To(Equal(string(authnConfig)))
 
 	kc, _ := c.kubeconfig(t, "alice", true)
 	info, stderr, err := kubectlWhoami(kc)
