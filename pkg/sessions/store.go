@@ -595,9 +595,19 @@ func (s *Store) revoke(ctx context.Context, rt *identityv1alpha1.RefreshToken, r
 }
 
 // update writes rt conditionally on its resourceVersion and caches the result.
+//
+// Every update also clears the session's managedFields (a list holding one
+// empty entry is the API server's "reset"): server-side apply's bookkeeping
+// is a third of a freshly created session's stored bytes, held in etcd, in
+// the API server's watch cache and in every watch event, and nothing reads
+// it, since rotor is the only writer of its sessions and nobody applies
+// them. A session is stored with it from its create (the API server records
+// a creator's fields whatever the request says) until its first rotation.
 func (s *Store) update(ctx context.Context, rt *identityv1alpha1.RefreshToken) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	// A new slice each time: decoding the answer reuses the request's.
+	rt.ManagedFields = []metav1.ManagedFieldsEntry{{}}
 	if err := s.client.Update(ctx, rt); err != nil {
 		// After a conflict or an unknown outcome the entry is stale.
 		s.cache.Remove(rt.Name)

@@ -2,6 +2,7 @@ package sessions_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -275,4 +277,35 @@ func TestTheSessionsClientPolicyAppliesAtEachRefresh(t *testing.T) {
 	g.Expect(store.Revoke(ctx, tok, func(*identityv1alpha1.RefreshTokenSpec) error { return nil })).To(Succeed())
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
 	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
+}
+
+// A rotation stores the session without managedFields, which nothing
+// reads: a refreshed session is well under 1 KiB as the API server stores
+// it.
+func TestARotatedSessionIsStoredSmall(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
+	tok, created, err := store.Create(ctx, sessions.Grant{
+		Subject: "zoe", Groups: []string{"dev", "ops"}, ClientID: "rotor", Audience: []string{"rotor"}, Method: identityv1alpha1.AuthMethodPassword,
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	stored := func() (*unstructured.Unstructured, int) {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(identityv1alpha1.GroupVersion.WithKind("RefreshToken"))
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), u)).To(Succeed())
+		raw, err := json.Marshal(u.Object)
+		g.Expect(err).NotTo(HaveOccurred())
+		return u, len(raw)
+	}
+	fresh, freshSize := stored()
+	g.Expect(fresh.GetManagedFields()).NotTo(BeEmpty(), "the API server records a creator's fields")
+	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{})
+	g.Expect(err).NotTo(HaveOccurred())
+	rotated, size := stored()
+	g.Expect(rotated.GetManagedFields()).To(BeEmpty())
+	g.Expect(size).To(BeNumerically("<=", 1024), "stored bytes of a refreshed session")
+	t.Logf("stored session: %d bytes after login, %d after its first rotation", freshSize, size)
 }
