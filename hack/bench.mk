@@ -15,6 +15,12 @@
 # and waits until they are Ready before it measures. The client_credentials
 # grant makes no API request, so it is compared with a bare net/http handler
 # doing the same work (--cc-requests per side).
+# Refreshes and raw updates are set beside the floor: conditional updates of
+# a minimal custom resource (a Blob: one string field, no validation) stored
+# in as many bytes as a session, with the CPU the API server and etcd spend
+# per write on each. BENCH_FLAGS='--apiserver-profile DIR' also writes CPU
+# profiles of the API server under each load (go tool pprof -top
+# bin/k8s/kube-apiserver DIR/apiserver-refresh.pprof).
 # Smaller, for a quick look (about 2 minutes):
 #
 #   make bench BENCH_FLAGS='--refreshes 400 --sessions 3000 --raw-deletes 1000 --logins 10 --cc-requests 10000 --bench-count 1 --benchtime 200ms'

@@ -4,6 +4,12 @@
 //   - refresh throughput and latency of an in-process rotor, side by side
 //     with raw conditional updates of the same RefreshToken objects (the
 //     API server's limit, which a refresh cannot beat: it is one such update);
+//   - the floor under both: conditional updates of a minimal custom resource
+//     (floor.go: a Blob, one string field, no validation, padded to the
+//     stored size of a session), with the CPU the API server and etcd spend
+//     per write on each, and where the bytes of a stored session go;
+//     --apiserver-profile takes CPU profiles of the API server under each
+//     load;
 //   - API-server requests per login and per warm refresh, from the API
 //     server's own apiserver_request_total;
 //   - signing and verification cost next to the raw primitives (go test
@@ -72,6 +78,11 @@ type config struct {
 	// ccProfile is where CPU and allocation profiles of the
 	// client_credentials runs go.
 	ccProfile string
+	// apiProfile is where CPU profiles of the API server during the
+	// refresh, RefreshToken-PUT and floor-PUT loads go; apiProfileSeconds
+	// long each.
+	apiProfile        string
+	apiProfileSeconds int
 
 	benchCount int
 	benchtime  string
@@ -99,6 +110,8 @@ func main() {
 	flag.IntVar(&c.ccConc, "cc-clients", 8, "Concurrent clients of the client_credentials measurement (keep-alive HTTP).")
 	flag.IntVar(&c.ccRounds, "cc-rounds", 10, "Alternate rotor and bare client_credentials runs this many times (the order swapped each round); the median of the rounds' ratios is reported.")
 	flag.StringVar(&c.ccProfile, "cc-profile", "", "Directory to write a CPU profile of each client_credentials run to (<side>-<round>.pprof; the bench process: rotor or the bare handler, and the load generator), with the allocation profile before and after it (.allocs-0, .allocs-1: go tool pprof -diff_base); empty: none.")
+	flag.StringVar(&c.apiProfile, "apiserver-profile", "", "Directory to write CPU profiles of the kube-apiserver to (/debug/pprof/profile as the admin user), taken after the refresh rounds while the most clients of --clients refresh (apiserver-refresh.pprof), update the same RefreshTokens raw (apiserver-refreshtoken-put.pprof) and update the floor's Blobs (apiserver-floor-put.pprof), each load running for as long as its profile; empty: none. Read them with go tool pprof -top bin/k8s/kube-apiserver FILE.")
+	flag.IntVar(&c.apiProfileSeconds, "apiserver-profile-seconds", 15, "Length of each --apiserver-profile profile.")
 	flag.IntVar(&c.benchCount, "bench-count", 3, "Rounds of the signing benchmarks (each test binary run once per round); medians are reported.")
 	flag.StringVar(&c.benchtime, "benchtime", "500ms", "-test.benchtime of each signing benchmark.")
 	flag.BoolVar(&c.skipCrypto, "skip-crypto", false, "Skip the signing benchmarks.")
@@ -124,6 +137,9 @@ func main() {
 	}
 	if c.rounds < 1 || c.refreshes < c.rounds || c.logins < 1 || c.loginConc < 1 || c.parallelism < 1 || (c.gcSessions > 0 && c.rawDeletes < 1) || c.expiryMargin < 0 {
 		fatalf("--rounds, --refreshes, --logins, --raw-deletes and the concurrency flags must be positive (refreshes >= rounds), --expiry-margin not negative")
+	}
+	if c.apiProfile != "" && (c.skipRefresh || c.apiProfileSeconds < 1) {
+		fatalf("--apiserver-profile profiles the refresh loads: it needs them (no --skip-refresh) and --apiserver-profile-seconds ≥ 1")
 	}
 	for _, n := range c.clients {
 		if n > c.logins {
@@ -195,8 +211,8 @@ func measure(ctx context.Context, c config, log logr.Logger) error {
 		r.versions(c, nil)
 	}
 	r.loadavg("end")
-	r.add("run", "sizes", fmt.Sprintf("clients %s, %d refreshes and %d raw updates per level in %d rounds, %d logins at %d, sessions 0/%d/%d (seeded straight into etcd), %d of them expiring together for GC, %d raw deletes at parallelism %d, %d client_credentials grants each for rotor and the bare handler from %d clients in %d rounds, %d rounds of go test -bench with -benchtime %s",
-		joinInts(c.clients), c.refreshes, c.refreshes, c.rounds, c.logins, c.loginConc, c.sessions/10, c.sessions, c.gcSessions, c.rawDeletes, c.parallelism, c.ccRequests, c.ccConc, c.ccRounds, c.benchCount, c.benchtime), "", "")
+	r.add("run", "sizes", fmt.Sprintf("clients %s, %d refreshes, %d raw updates and %d floor updates per level in %d rounds, %d logins at %d, sessions 0/%d/%d (seeded straight into etcd), %d of them expiring together for GC, %d raw deletes at parallelism %d, %d client_credentials grants each for rotor and the bare handler from %d clients in %d rounds, %d rounds of go test -bench with -benchtime %s",
+		joinInts(c.clients), c.refreshes, c.refreshes, c.refreshes, c.rounds, c.logins, c.loginConc, c.sessions/10, c.sessions, c.gcSessions, c.rawDeletes, c.parallelism, c.ccRequests, c.ccConc, c.ccRounds, c.benchCount, c.benchtime), "", "")
 	r.add("run", "duration", fmt.Sprintf("%s (%s)", time.Since(start).Round(time.Second), strings.Join(r.phases, ", ")), "< 10 min with defaults", "")
 
 	table := r.markdown()

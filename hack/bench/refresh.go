@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -257,7 +258,7 @@ func runInProcess(ctx context.Context, c config, cp *controlplane.ControlPlane, 
 		}
 		t := time.Now()
 		ic := &issuerClient{url: issuerURL, hc: loadClient(), id: refreshClientID, secret: refreshSecret}
-		if err := runRefresh(ctx, c, ic, kc, counter, password, r); err != nil {
+		if err := runRefresh(ctx, c, cp, ic, kc, counter, password, r); err != nil {
 			return err
 		}
 		r.spent("logins and refreshes", time.Since(t))
@@ -272,9 +273,11 @@ func runInProcess(ctx context.Context, c config, cp *controlplane.ControlPlane, 
 	return nil
 }
 
-// runRefresh measures logins, refreshes and raw conditional updates, the
-// client (ic) authenticating on each login and refresh.
-func runRefresh(ctx context.Context, c config, ic *issuerClient, kc client.Client, counter *apiCounter, password string, r *report) error {
+// runRefresh measures logins, refreshes, raw conditional updates of the
+// same sessions and of the floor (Blobs as large as a stored session), the
+// client (ic) authenticating on each login and refresh, and what each write
+// costs the API server and etcd in CPU.
+func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic *issuerClient, kc client.Client, counter *apiCounter, password string, r *report) error {
 	authn := fmt.Sprintf("client authentication on: Confidential client %s, HTTP Basic", ic.id)
 	// Logins: password throughput, the sessions the refresh clients hold,
 	// and the API requests of a login.
@@ -308,29 +311,42 @@ func runRefresh(ctx context.Context, c config, ic *issuerClient, kc client.Clien
 	r.add("API requests", fmt.Sprintf("per login, %s (%d logins; apiserver_request_total of %s)", authn, c.logins, strings.Join(rotorResources, ", ")),
 		apiLogin.perOp(c.logins, "POST", "GET"), "1 create (POST), 0 GET", check(exactly(apiLogin, c.logins, "POST")))
 
-	// Refreshes and raw updates, alternating in rounds.
-	byLevel := map[int]*struct {
-		rotor, raw run
-		api        requestCounts
-	}{}
+	// Refreshes, raw updates and floor updates, alternating in rounds.
+	meter := newCPUMeter(cp)
+	if meter.err != nil {
+		progress("CPU per write not measured: %v", meter.err)
+	}
+	etcd := newEtcdSeeder(cp.EtcdURL())
+	type level struct {
+		rotor, raw, floor measured
+		api               requestCounts
+	}
+	byLevel := map[int]*level{}
+	var fl *floor
+	var session storedSize
+	// idle is the control plane's CPU while nothing of ours runs: the
+	// background in every CPU-per-write figure.
+	var idle measured
 	for round := range c.rounds {
 		for _, n := range c.clients {
 			lv := byLevel[n]
 			if lv == nil {
-				lv = &struct {
-					rotor, raw run
-					api        requestCounts
-				}{api: requestCounts{}}
+				lv = &level{api: requestCounts{}}
 				byLevel[n] = lv
 			}
 			per := max(1, c.refreshes/(c.rounds*n))
-			progress("round %d/%d, %d clients: %d rotor refreshes, then %d raw updates", round+1, c.rounds, n, per*n, per*n)
+			progress("round %d/%d, %d clients: %d rotor refreshes, then %d raw updates, then %d floor updates", round+1, c.rounds, n, per*n, per*n, per*n)
 
 			// The raw updates of the previous run changed these objects;
 			// give the eviction watch time to deliver them all (a late one
 			// would evict the entry the warm-up writes), then refresh once
 			// outside the window so every measured refresh is warm.
-			time.Sleep(time.Second)
+			quiet, _ := timed(meter, func() (run, error) {
+				t := time.Now()
+				time.Sleep(time.Second)
+				return run{elapsed: time.Since(t)}, nil
+			})
+			idle.merge(quiet)
 			warm := parallel(n, n, func(w int) error { return refresh(ctx, ic, tokens, w) })
 			if warm.errs > 0 {
 				return fmt.Errorf("warm-up refresh: %w", warm.firstErr)
@@ -340,7 +356,9 @@ func runRefresh(ctx context.Context, c config, ic *issuerClient, kc client.Clien
 			if err != nil {
 				return err
 			}
-			rot := parallel(n, per*n, func(w int) error { return refresh(ctx, ic, tokens, w) })
+			rot, _ := timed(meter, func() (run, error) {
+				return parallel(n, per*n, func(w int) error { return refresh(ctx, ic, tokens, w) }), nil
+			})
 			after, err := counter.snapshot(ctx)
 			if err != nil {
 				return err
@@ -348,11 +366,39 @@ func runRefresh(ctx context.Context, c config, ic *issuerClient, kc client.Clien
 			lv.rotor.merge(rot)
 			lv.api.add(after.minus(before))
 
-			raw, err := rawUpdates(ctx, kc, tokens[:n], per)
+			if fl == nil {
+				// A session as rotor leaves it after a refresh, and the
+				// floor sized to match it.
+				raw, err := etcd.get(ctx, sessionKey(tokens[0]))
+				if err != nil {
+					return fmt.Errorf("reading a stored session: %w", err)
+				}
+				if session, err = measureStored(raw); err != nil {
+					return err
+				}
+				progress("a stored session is %d bytes; creating %d Blobs as large", session.total, slices.Max(c.clients))
+				if fl, err = newFloor(ctx, cp.Config, kc, etcd, refreshNamespace, slices.Max(c.clients), session.total); err != nil {
+					return fmt.Errorf("floor: %w", err)
+				}
+			}
+
+			rawOp, err := rawUpdater(ctx, kc, tokens[:n])
+			if err != nil {
+				return err
+			}
+			raw, err := timed(meter, func() (run, error) { return checked("raw updates", parallel(n, per*n, rawOp)) })
 			if err != nil {
 				return err
 			}
 			lv.raw.merge(raw)
+
+			flo, err := timed(meter, func() (run, error) {
+				return checked("floor updates", parallel(n, per*n, func(w int) error { return fl.update(ctx, w) }))
+			})
+			if err != nil {
+				return err
+			}
+			lv.floor.merge(flo)
 		}
 	}
 	for _, n := range c.clients {
@@ -371,8 +417,92 @@ func runRefresh(ctx context.Context, c config, ic *issuerClient, kc client.Clien
 			target, verdict = "≥ 0.7 at 8 clients", check(ratio >= 0.7)
 		}
 		r.add(area, "rotor ÷ limit", fmt.Sprintf("**%.2f**", ratio), target, verdict)
+		r.add(area, fmt.Sprintf("floor: raw conditional Update of a minimal custom resource (%s.%s: one string field, no validation but its type, no CEL, defaults, annotations or labels) stored in as many bytes as a session (%d B)", floorKind, floorGroup, fl.size),
+			lv.floor.String(), "", "")
+		rtRatio, rotRatio := lv.raw.rate()/lv.floor.rate(), lv.rotor.rate()/lv.floor.rate()
+		r.add(area, "RefreshToken PUT ÷ floor (throughput; in brackets the floor's API-server CPU per write ÷ the RefreshToken PUT's)",
+			fmt.Sprintf("**%.2f** (CPU %s)", rtRatio, cpuRatio(lv.floor, lv.raw)), "≥ 0.9", check(rtRatio >= 0.9))
+		target, verdict = "", ""
+		if n == 8 {
+			target, verdict = "≥ 0.85 at 8 clients", check(rotRatio >= 0.85)
+		}
+		r.add(area, "rotor refresh ÷ floor (throughput; in brackets the floor's API-server CPU per write ÷ the refresh's)",
+			fmt.Sprintf("**%.2f** (CPU %s)", rotRatio, cpuRatio(lv.floor, lv.rotor)), target, verdict)
 		r.add("API requests", fmt.Sprintf("per warm refresh, %d client%s, %s (apiserver_request_total of %s)", n, map[bool]string{true: "s", false: ""}[n > 1], authn, strings.Join(rotorResources, ", ")),
 			lv.api.perOp(lv.rotor.ops, "PUT", "GET"), "1 update (PUT), 0 GET", check(exactly(lv.api, lv.rotor.ops, "PUT")))
+	}
+	r.add("stored session", "size of a refreshed session as the API server stores it in etcd (JSON, managedFields included)", fmt.Sprintf("**%d B**", session.total), "≤ 1024 B", check(session.total <= 1024))
+	r.add("stored session", "where its bytes go", session.String(), "", "")
+	r.add("stored session", "the floor's Blob as stored, for comparison", fmt.Sprintf("%d B: %s", fl.stored.total, fl.stored), "", "")
+	if idle.elapsed > 0 {
+		r.add("control plane", "CPU while idle between phases (included in every CPU per write above)",
+			fmt.Sprintf("API server %.1f%%, etcd %.1f%% of a core (%s sampled)", 100*idle.cpu.api.Seconds()/idle.elapsed.Seconds(), 100*idle.cpu.etcd.Seconds()/idle.elapsed.Seconds(), idle.elapsed.Round(time.Second)), "", "")
+	}
+	if c.apiProfile != "" {
+		if err := profileAPIServer(ctx, c, cp, meter, ic, kc, tokens, fl, r); err != nil {
+			return fmt.Errorf("profiling the API server: %w", err)
+		}
+	}
+	return nil
+}
+
+// cpuRatio is a's API-server CPU per write over b's.
+func cpuRatio(a, b measured) string {
+	if a.apiCPU() == 0 || b.apiCPU() == 0 {
+		return "not measured"
+	}
+	return fmt.Sprintf("%.2f", float64(a.apiCPU())/float64(b.apiCPU()))
+}
+
+// checked turns a run with failures into an error.
+func checked(what string, res run) (run, error) {
+	if res.errs > 0 {
+		return res, fmt.Errorf("%s: %w", what, res.firstErr)
+	}
+	return res, nil
+}
+
+// profileAPIServer takes a CPU profile of the API server during each kind
+// of write from the most clients: rotor's refresh, the raw RefreshToken
+// PUT and the floor's Blob PUT, each load running for as long as the
+// profile.
+func profileAPIServer(ctx context.Context, c config, cp *controlplane.ControlPlane, meter *cpuMeter, ic *issuerClient, kc client.Client, tokens []string, fl *floor, r *report) error {
+	p, err := newAPIProfiler(cp.Config, c.apiProfile, c.apiProfileSeconds)
+	if err != nil {
+		return err
+	}
+	n := slices.Max(c.clients)
+	// As before a measured refresh: let the eviction watch deliver the raw
+	// updates, then warm every session.
+	time.Sleep(time.Second)
+	if warm := parallel(n, n, func(w int) error { return refresh(ctx, ic, tokens, w) }); warm.errs > 0 {
+		return fmt.Errorf("warm-up refresh: %w", warm.firstErr)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, ph := range []struct {
+		name, what string
+		// op is made when the phase starts: the raw updater reads the
+		// sessions as the refreshes before it left them.
+		op func() (func(int) error, error)
+	}{
+		{"refresh", "rotor refresh", func() (func(int) error, error) {
+			return func(w int) error { return refresh(ctx, ic, tokens, w) }, nil
+		}},
+		{"refreshtoken-put", "raw RefreshToken PUT", func() (func(int) error, error) { return rawUpdater(ctx, kc, tokens[:n]) }},
+		{"floor-put", "floor (Blob) PUT", func() (func(int) error, error) {
+			return func(w int) error { return fl.update(ctx, w) }, nil
+		}},
+	} {
+		op, err := ph.op()
+		if err != nil {
+			return err
+		}
+		progress("%s from %d clients for %ds under a CPU profile of the API server", ph.what, n, p.seconds)
+		m, path, err := p.profile(ctx, ph.name, n, meter, op)
+		if err != nil {
+			return err
+		}
+		r.add("API server CPU profile", fmt.Sprintf("%s, %d clients, %ds: go tool pprof -top bin/k8s/kube-apiserver %s", ph.what, n, p.seconds, path), m.String(), "", "")
 	}
 	return nil
 }
@@ -402,22 +532,28 @@ func refresh(ctx context.Context, ic *issuerClient, tokens []string, w int) erro
 	return nil
 }
 
-// rawUpdates does what a refresh writes, straight through the API: each
-// worker reads its session once, then updates it per times, each update
+// rawFieldOwner is the field manager of the raw updates: rotor's own
+// (pkg/server: the session client's user agent), so that a session written
+// by both looks as rotor alone leaves it. The floor's Blobs use it too.
+const rawFieldOwner = "rotor-issuer"
+
+// rawUpdater prepares what a refresh writes, straight through the API:
+// each worker reads its session once, then each op(worker) updates it,
 // conditional on the resourceVersion the previous one returned. The write
 // has the size and shape of a rotation (a new 43-byte hash, rotations,
-// lastUsedAt, expiresAt and the expiry annotation) but keeps secretHash, so
-// the client's refresh token still works in the next round.
-func rawUpdates(ctx context.Context, kc client.Client, tokens []string, per int) (run, error) {
+// lastUsedAt, expiresAt and the expiry annotation, managedFields cleared)
+// but keeps secretHash, so the client's refresh token still works in the
+// next round.
+func rawUpdater(ctx context.Context, kc client.Client, tokens []string) (func(w int) error, error) {
 	objs := make([]*identityv1alpha1.RefreshToken, len(tokens))
 	for i, tok := range tokens {
 		name, _, _ := strings.Cut(tok, ".")
 		objs[i] = &identityv1alpha1.RefreshToken{}
 		if err := kc.Get(ctx, client.ObjectKey{Namespace: refreshNamespace, Name: name}, objs[i]); err != nil {
-			return run{}, err
+			return nil, err
 		}
 	}
-	res := parallel(len(tokens), per*len(tokens), func(w int) error {
+	return func(w int) error {
 		now := time.Now().Truncate(time.Second)
 		next := objs[w].DeepCopy()
 		next.Spec.PreviousSecretHash = randomHash()
@@ -425,16 +561,17 @@ func rawUpdates(ctx context.Context, kc client.Client, tokens []string, per int)
 		next.Spec.LastUsedAt = metav1.NewTime(now)
 		next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(7*24*time.Hour), next.Spec.AbsoluteExpiresAt.Time))
 		next.Annotations[sessions.ExpiresAtAnnotation] = next.Spec.ExpiresAt.UTC().Format(time.RFC3339)
-		if err := kc.Update(ctx, next); err != nil {
+		// As rotor's update does (sessions.Store.update): a list of one
+		// empty entry clears managedFields, so the object stays as small as
+		// rotor keeps it. A new slice each time: decoding the answer reuses
+		// the request's.
+		next.ManagedFields = []metav1.ManagedFieldsEntry{{}}
+		if err := kc.Update(ctx, next, client.FieldOwner(rawFieldOwner)); err != nil {
 			return err
 		}
 		objs[w] = next
 		return nil
-	})
-	if res.errs > 0 {
-		return res, fmt.Errorf("raw updates: %w", res.firstErr)
-	}
-	return res, nil
+	}, nil
 }
 
 func randomHash() string {
