@@ -63,8 +63,12 @@ const (
 // RefreshTokenSpec is one login session. Every field lives in spec, like a
 // coordination.k8s.io Lease, so that a login is one create and a refresh is
 // one conditional update, with no status round trip.
-// +kubebuilder:validation:XValidation:rule="self.state != 'Revoked' || (has(self.revokedAt) && has(self.revocationReason))",message="a Revoked session needs revokedAt and revocationReason"
-// +kubebuilder:validation:XValidation:rule="timestamp(self.expiresAt) <= timestamp(self.absoluteExpiresAt)",message="expiresAt must not pass absoluteExpiresAt"
+//
+// The schema checks each field's shape but no rule across fields and sets
+// no defaults: measured, the API server spent about 8% of its CPU per write
+// on two CEL rules and two defaults, and rotor reads a session safely
+// without them (any state but Active refuses, and a session ends at the
+// earlier of expiresAt and absoluteExpiresAt: EndsAt).
 type RefreshTokenSpec struct {
 	// subject is the authenticated identity: an account's username, or
 	// system:serviceaccount:<namespace>:<name>. It becomes the sub claim.
@@ -125,7 +129,6 @@ type RefreshTokenSpec struct {
 
 	// state is Active or Revoked.
 	// +required
-	// +kubebuilder:default=Active
 	State SessionState `json:"state"`
 
 	// expiresAt is the sliding expiry: each refresh moves it forward by the
@@ -142,7 +145,6 @@ type RefreshTokenSpec struct {
 
 	// rotations counts the refreshes of this session.
 	// +optional
-	// +kubebuilder:default=0
 	// +kubebuilder:validation:Minimum=0
 	Rotations int64 `json:"rotations,omitempty"`
 
@@ -152,8 +154,8 @@ type RefreshTokenSpec struct {
 	// +kubebuilder:validation:Format=date-time
 	LastUsedAt metav1.Time `json:"lastUsedAt"`
 
-	// revokedAt is when the session was revoked. Set together with
-	// state=Revoked and revocationReason.
+	// revokedAt is when the session was revoked. rotor sets it together
+	// with state=Revoked and revocationReason.
 	// +optional
 	// +kubebuilder:validation:Format=date-time
 	RevokedAt *metav1.Time `json:"revokedAt,omitempty"`
