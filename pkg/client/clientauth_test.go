@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -496,4 +498,25 @@ func TestAuthStyleNames(t *testing.T) {
 	g.Expect(client.AuthStyleBasic.String()).To(Equal("client_secret_basic"))
 	g.Expect(client.AuthStylePost.String()).To(Equal("client_secret_post"))
 	g.Expect(client.AuthStyle(0)).To(Equal(client.AuthStyleBasic), "Basic is the default")
+}
+
+// A redirect from the token endpoint is an error: the password is not sent
+// again to wherever it points.
+func TestSourceDoesNotFollowRedirects(t *testing.T) {
+	g := NewWithT(t)
+	var elsewhere atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer sink.Close()
+	issuer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, sink.URL+"/token", http.StatusTemporaryRedirect)
+	}))
+	defer issuer.Close()
+	src := client.PasswordSource(context.Background(), client.Config{IssuerURL: issuer.URL, HTTPClient: &http.Client{}}, "alice", "s3cret")
+	_, err := src.Token()
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(elsewhere.Load()).To(BeZero(), "the form went nowhere else")
+	g.Expect(err.Error()).NotTo(ContainSubstring("s3cret"))
 }

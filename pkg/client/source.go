@@ -257,6 +257,14 @@ func newSource(ctx context.Context, cfg Config, loginGrant string) *Source {
 			s.httpClient = &http.Client{Timeout: defaultTimeout}
 		}
 	}
+	// The token and revocation endpoints never redirect; a 307 or 308 would
+	// make net/http send the body (a password, a refresh token, a client
+	// secret) again to wherever it points. A copy of the caller's client
+	// (its transport, timeout and cookies kept) answers the redirect as an
+	// error instead.
+	noRedirect := *s.httpClient
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	s.httpClient = &noRedirect
 	if s.clock == nil {
 		s.clock = clock.RealClock{}
 	}
