@@ -201,7 +201,16 @@ func startCluster() (*cluster, error) {
 		return nil, err
 	}
 	c.srv = srv
-	go func() { _ = srv.Start(context.Background()) }() // runs until the test binary exits
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Start(runCtx) }()
+	env.AtStop(func() {
+		stop()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+		}
+	})
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
 	}
@@ -454,7 +463,8 @@ func TestKubectlAuthenticatesThroughRotorLogin(t *testing.T) {
 }
 
 // Eight kubectl processes find the same expired access token at once: one
-// refresh, and all eight succeed.
+// refresh, and all eight succeed. Not parallel: the refreshes are counted
+// on rotor's metric, which other tests' kubectl runs would move.
 func TestConcurrentKubectlsRefreshOnce(t *testing.T) {
 	g := NewWithT(t)
 	c := rotorCluster(t)
@@ -488,6 +498,7 @@ func TestConcurrentKubectlsRefreshOnce(t *testing.T) {
 // A revoked session: the next non-interactive kubectl fails with rotor's
 // message; a fresh rotor login works.
 func TestRevokedSessionAtKubectl(t *testing.T) {
+	t.Parallel() // each its own user; they wait on expiries, so they wait together
 	g := NewWithT(t)
 	ctx := context.Background()
 	c := rotorCluster(t)
@@ -521,6 +532,7 @@ func TestRevokedSessionAtKubectl(t *testing.T) {
 // failure at the API server, through the rotation and past the expiry of
 // the tokens signed before it.
 func TestKeyRotationWhileKubectlRuns(t *testing.T) {
+	t.Parallel() // each its own user; they wait on expiries, so they wait together
 	g := NewWithT(t)
 	ctx := context.Background()
 	c := rotorCluster(t)
@@ -565,6 +577,7 @@ func TestKeyRotationWhileKubectlRuns(t *testing.T) {
 // The API server refuses rotor tokens for another audience, expired rotor
 // tokens and tokens from another issuer.
 func TestAPIServerRefusesTheWrongTokens(t *testing.T) {
+	t.Parallel() // each its own user; they wait on expiries, so they wait together
 	g := NewWithT(t)
 	rotorCluster(t)
 	refused := func(token string) {
@@ -600,6 +613,7 @@ func TestAPIServerRefusesTheWrongTokens(t *testing.T) {
 // What the plugin prints is an ExecCredential and nothing else; its cache
 // is private to the user.
 func TestRotorLoginOutputAndCache(t *testing.T) {
+	t.Parallel() // each its own user; they wait on expiries, so they wait together
 	g := NewWithT(t)
 	c := rotorCluster(t)
 	kc, cacheDir := c.kubeconfig(t, "alice", true)

@@ -34,7 +34,14 @@ type Env struct {
 	Scheme *runtime.Scheme
 	// Client is an uncached administrator client.
 	Client client.WithWatch
+
+	atStop []func()
 }
+
+// AtStop runs f when the package's tests are over, before the control plane
+// stops: a component that outlives the tests (one rotor for the package)
+// stops first, so the API server need not wait for its connections.
+func (e *Env) AtStop(f func()) { e.atStop = append(e.atStop, f) }
 
 // Main starts the control plane, stores it in *env, runs the package's tests
 // and stops it. Call it from TestMain.
@@ -61,6 +68,9 @@ func MainWith(m *testing.M, env **Env, opts controlplane.Options) {
 	}
 	*env = e
 	code := m.Run()
+	for _, f := range e.atStop {
+		f()
+	}
 	if err := e.ControlPlane.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "stopping control plane:", err)
 	}
