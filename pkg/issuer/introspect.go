@@ -108,6 +108,17 @@ func (i *Issuer) introspectRefresh(w http.ResponseWriter, r *http.Request, token
 		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
+	// And its client: a refresh for a client that is gone, not Ready or no
+	// longer allowed to refresh this session is refused.
+	c, found, err := i.clients.Lookup(r.Context(), s.ClientID)
+	if err != nil {
+		writeError(w, i.internal(r, "introspecting", err))
+		return
+	}
+	if !found || !c.Ready || !c.AllowsGrant(GrantRefreshToken) || !c.AllowsAudience(s.Audience) {
+		writeJSON(w, http.StatusOK, inactive)
+		return
+	}
 	writeJSON(w, http.StatusOK, introspection{
 		Active: true, TokenType: "refresh_token", Subject: s.Subject, Audience: s.Audience, ClientID: s.ClientID, Scope: s.Scope,
 		Issuer: i.cfg.URL, Expiry: s.EndsAt().Unix(), IssuedAt: s.LastUsedAt.Unix(), Groups: s.Groups, Username: s.Subject,

@@ -279,13 +279,17 @@ func TestSessionsOfAChangedClientStopRefreshing(t *testing.T) {
 	for _, id := range []string{"deleted", "narrowed", "broken"} {
 		createClient(t, ns, id, publicSpec("rotor"))
 	}
-	r := startReplica(t, ns, newClock())
+	r := startReplica(t, ns, newClock(), func(o *replicaOptions) { o.IntrospectionAllow = []string{ns + "/api"} })
+	caller := serviceAccountToken(t, ns, "api", "rotor")
 	tokens := map[string]string{}
 	for _, id := range []string{"deleted", "narrowed", "broken"} {
 		r.waitClientReady(id)
 		rep := r.tokenAs(t, clientRequest{form: form("grant_type", "password", "username", "alice", "password", "correct horse", "client_id", id)})
 		g.Expect(rep.Status).To(Equal(http.StatusOK), rep.Description)
 		tokens[id] = rep.RefreshToken
+		_, body := introspect(t, r, caller, rep.RefreshToken)
+		g.Expect(body).To(HaveKeyWithValue("active", true))
+		g.Expect(body).To(HaveKeyWithValue("client_id", id))
 	}
 
 	get := func(id string) *identityv1alpha1.OAuthClient {
@@ -317,6 +321,8 @@ func TestSessionsOfAChangedClientStopRefreshing(t *testing.T) {
 		}).Should(Equal("invalid_grant"), id)
 		rep := r.tokenAs(t, clientRequest{form: form("grant_type", "refresh_token", "refresh_token", tokens[id], "client_id", id)})
 		g.Expect(rep.Error).To(Equal("invalid_grant"), id)
+		_, body := introspect(t, r, caller, tokens[id])
+		g.Expect(body).To(Equal(map[string]any{"active": false}), "inactive as soon as a refresh would fail: %s", id)
 	}
 	g.Expect(counterValue(t, "rotor_refresh_failures_total", "reason", "client_not_allowed")-refusedBefore).
 		To(BeNumerically(">=", 6), "each refusal is counted")

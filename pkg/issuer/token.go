@@ -262,8 +262,10 @@ func (i *Issuer) refreshGrant(r *http.Request, f form, creds oauthclients.Creden
 		c := authed
 		switch {
 		case c != nil && c.ID != s.ClientID:
-			// Refused as a client mismatch by the store: nothing to resolve.
-			return sessions.ClientPolicy{}, nil
+			// Refused as a client mismatch by the store (or revoked as a
+			// replay). The authenticated client's lifetimes stand in.
+			client, lifetimes = c, c.Lifetimes(i.cfg.Lifetimes)
+			return sessions.ClientPolicy{RefreshTTL: lifetimes.RefreshToken, ReuseGrace: lifetimes.ReuseGrace}, nil
 		case c == nil:
 			var found bool
 			var err error

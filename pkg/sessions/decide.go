@@ -109,6 +109,9 @@ func decide(a attempt) decision {
 		return decision{Outcome: rotate}
 	case s.PreviousSecretHash != "" && hashEqual(a.Hash, s.PreviousSecretHash):
 		if p := a.Pending; p.succeeds(a.Hash, s.SecretHash) {
+			if a.ClientID != "" && a.ClientID != s.ClientID {
+				return decision{Outcome: refuse, Reason: ReasonClientMismatch}
+			}
 			// This replica's own rotation landed but the client never saw it.
 			return decision{Outcome: handOutPending}
 		}

@@ -154,6 +154,10 @@ func TestDecide(t *testing.T) {
 			attempt{Session: session(), Fresh: true, Hash: previousHash, Pending: lostAnswer, ReuseGrace: 0, Now: t0.Add(time.Minute)},
 			decision{Outcome: handOutPending},
 		},
+		"a pending rotation is not handed out to another client": {
+			attempt{Session: session(), Fresh: true, Hash: previousHash, ClientID: "other", Pending: lostAnswer, ReuseGrace: 0, Now: t0.Add(time.Minute)},
+			decision{Outcome: refuse, Reason: ReasonClientMismatch},
+		},
 		"a pending rotation is handed out within the grace too": {
 			attempt{Session: session(), Fresh: true, Hash: previousHash, Pending: lostAnswer, ReuseGrace: grace, Now: t0},
 			decision{Outcome: handOutPending},
