@@ -24,6 +24,12 @@
 //     together, next to raw deletes (a smaller sample) at the same
 //     parallelism.
 //
+// With --scale-only (`make bench-scale`, bigscale.go) it measures only a
+// large store instead, on a control plane of its own: a million sessions
+// seeded into etcd, etcd's size and the API server's memory per session,
+// rotor serve's RSS and time to ready, and its collector on an expiring
+// share while live clients refresh (gcload.go).
+//
 // Every token request is made by a registered OAuth client: the bench
 // creates them (OAuthClient resources, and the Secrets of Confidential
 // ones) before it starts rotor, and waits until they are Ready.
@@ -88,6 +94,18 @@ type config struct {
 	benchtime  string
 
 	skipCrypto, skipRefresh, skipScale bool
+
+	// scaleOnly is `make bench-scale` (bigscale.go): --sessions seeded in
+	// chunks of seedChunk, the API server stopped at apiRSSLimit.
+	scaleOnly   bool
+	seedChunk   int
+	apiRSSLimit int64
+	// gcExpiring sessions expire together after rotor's start, collected
+	// while gcClients clients refresh.
+	gcExpiring, gcClients int
+	// rotorWait bounds the wait for rotor serve's readiness and the
+	// collector's list.
+	rotorWait time.Duration
 }
 
 func main() {
@@ -117,7 +135,17 @@ func main() {
 	flag.BoolVar(&c.skipCrypto, "skip-crypto", false, "Skip the signing benchmarks.")
 	flag.BoolVar(&c.skipRefresh, "skip-refresh", false, "Skip the login and refresh measurements.")
 	flag.BoolVar(&c.skipScale, "skip-scale", false, "Skip the RSS and GC measurements.")
+	flag.BoolVar(&c.scaleOnly, "scale-only", false, "Only the large-store measurement of `make bench-scale` (bigscale.go), on a control plane of its own: --sessions seeded into etcd, the API server caught up, etcd's size and the API server's RSS per session, rotor serve's RSS and time to ready.")
+	flag.IntVar(&c.seedChunk, "seed-chunk", 100000, "With --scale-only: sessions seeded per chunk (progress and the API server's RSS are reported between chunks).")
+	flag.IntVar(&c.gcExpiring, "gc-expiring", 50000, "With --scale-only: sessions seeded after rotor serve's start (beside --sessions) that expire together, for its collector to delete while --gc-clients clients refresh (at about 240 deletes/s on 2 cores, 200,000 take some 14 minutes, and the window without the collector as long again, up to 5); 0 skips it.")
+	flag.IntVar(&c.gcClients, "gc-clients", 8, "With --scale-only: live clients (password logins) refreshing back to back during the collection and for as long after it.")
+	flag.DurationVar(&c.rotorWait, "rotor-wait", 10*time.Minute, "With --scale-only: how long rotor serve may take to be ready and to list every session (far past the 60s target, to measure a miss).")
+	apiRSSLimit := flag.Int("apiserver-rss-limit-gib", 16, "With --scale-only: stop the run when the API server's VmRSS passes this many GiB.")
 	flag.Parse()
+	c.apiRSSLimit = int64(*apiRSSLimit) << 30
+	if c.scaleOnly && (c.sessions < 1 || c.seedChunk < 1 || *apiRSSLimit < 1 || c.gcExpiring < 0 || (c.gcExpiring > 0 && c.gcClients < 1) || c.rotorWait <= 0) {
+		fatalf("--scale-only needs --sessions, --seed-chunk and --apiserver-rss-limit-gib ≥ 1, --gc-expiring ≥ 0 and --gc-clients ≥ 1")
+	}
 	for _, s := range strings.Split(clients, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
@@ -170,6 +198,9 @@ func measure(ctx context.Context, c config, log logr.Logger) error {
 	start := time.Now()
 	r := &report{}
 	r.machine(c)
+	if c.scaleOnly {
+		return measureBigScale(ctx, c, r)
+	}
 
 	// Signing first, while nothing else of ours runs.
 	if !c.skipCrypto {

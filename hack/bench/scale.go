@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -534,12 +535,15 @@ type rotorProcess struct {
 	// clientReady reports whether the default client is Ready, which a
 	// sample waits for as it waits for readiness.
 	clientReady func() bool
+	// readyLimit bounds the wait for ready and listed (0: 3 minutes).
+	readyLimit time.Duration
 }
 
 type proc struct {
-	cmd      *exec.Cmd
-	probeURL string
-	logPath  string
+	cmd       *exec.Cmd
+	issuerURL string
+	probeURL  string
+	logPath   string
 	// exited is closed when the process has exited, with waitErr set.
 	exited   chan struct{}
 	waitErr  error
@@ -574,7 +578,7 @@ func (rp *rotorProcess) start() (*proc, error) {
 		logFile.Close()
 		return nil, err
 	}
-	p := &proc{cmd: cmd, probeURL: "http://" + probe + "/readyz", logPath: logPath, exited: make(chan struct{})}
+	p := &proc{cmd: cmd, issuerURL: "http://" + issuer, probeURL: "http://" + probe + "/readyz", logPath: logPath, exited: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
 		logFile.Close()
@@ -617,12 +621,12 @@ func (p *proc) failed(err error) error {
 
 // memory reads VmRSS and VmHWM (peak RSS) from /proc/PID/status.
 func (p *proc) memory() (rss, hwm int64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return pidMemory(p.cmd.Process.Pid)
+}
+
+// parseStatus reads VmRSS and VmHWM from the text of /proc/PID/status.
+func parseStatus(b []byte) (rss, hwm int64, err error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), ":")
 		f := strings.Fields(v)
@@ -667,14 +671,18 @@ func (rp *rotorProcess) measureRSS(ctx context.Context, counter *apiCounter, n i
 	if err != nil {
 		return m, nil, err
 	}
-	if err := p.sampleRSS(ctx, counter, before, n, settle, onListed, stopBy, rp.clientReady, &m); err != nil || !keep {
+	limit := rp.readyLimit
+	if limit == 0 {
+		limit = 3 * time.Minute
+	}
+	if err := p.sampleRSS(ctx, counter, before, n, settle, onListed, stopBy, rp.clientReady, limit, &m); err != nil || !keep {
 		p.stop()
 		return m, nil, err
 	}
 	return m, p, nil
 }
 
-func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before requestCounts, n int, settle time.Duration, onListed func(*proc), stopBy time.Time, clientReady func() bool, m *rssResult) error {
+func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before requestCounts, n int, settle time.Duration, onListed func(*proc), stopBy time.Time, clientReady func() bool, limit time.Duration, m *rssResult) error {
 	start := time.Now()
 	sample := func() error {
 		if !ahead(stopBy) {
@@ -694,7 +702,7 @@ func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before reques
 	// The collector lists ceil(n/500) pages (at least one), the eviction
 	// watch one page of one.
 	wantLists := float64(max(1, (n+gcPageSize-1)/gcPageSize) + 1)
-	deadline := start.Add(3 * time.Minute)
+	deadline := start.Add(limit)
 	clientOK := clientReady == nil
 	for m.ready == 0 || m.listed == 0 || !clientOK {
 		if err := sample(); err != nil {
@@ -719,7 +727,7 @@ func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before reques
 			}
 		}
 		if time.Now().After(deadline) {
-			return p.failed(fmt.Errorf("rotor not ready, listed and its client %s Ready within 3 minutes (ready %v, listed %v, client Ready %v)", defaultClientID, m.ready != 0, m.listed != 0, clientOK))
+			return p.failed(fmt.Errorf("rotor not ready, listed and its client %s Ready within %s (ready %v, listed %v, client Ready %v)", defaultClientID, limit, m.ready != 0, m.listed != 0, clientOK))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
