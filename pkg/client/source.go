@@ -413,7 +413,7 @@ func (s *Source) Revoke(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("revoking refresh token: %w", readTokenError(resp))
+		return fmt.Errorf("revoking refresh token: %w", ReadTokenError(resp))
 	}
 	return nil
 }
@@ -567,7 +567,7 @@ func (s *Source) doTokenRequest(form url.Values) (*tokenResponse, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, readTokenError(resp)
+		return nil, ReadTokenError(resp)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
@@ -626,8 +626,10 @@ func (s *Source) postForm(ctx context.Context, endpoint string, form url.Values)
 	return s.httpClient.Do(req)
 }
 
-// readTokenError turns a non-200 answer into a *TokenError.
-func readTokenError(resp *http.Response) *TokenError {
+// ReadTokenError turns a non-200 answer of the token or revocation endpoint
+// into a *TokenError, its text made printable and bounded. pkg/login (rotor
+// login) reads rotor's answers with it too.
+func ReadTokenError(resp *http.Response) *TokenError {
 	te := &TokenError{StatusCode: resp.StatusCode}
 	if s := resp.Header.Get("Retry-After"); s != "" {
 		if n, err := strconv.Atoi(s); err == nil && n > 0 {

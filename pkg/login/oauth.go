@@ -14,6 +14,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"rotor.dev/rotor/pkg/client"
 )
 
 // OAuth parameter values sent to rotor.
@@ -31,31 +33,11 @@ const (
 	maxResponseBytes = 1 << 20
 )
 
-// oauthError is an error answer of the token or revocation endpoint
-// (RFC 6749 §5.2). Its text is the issuer's, made printable; rotor never
-// puts a token in it.
-type oauthError struct {
-	Status      int
-	Code        string
-	Description string
-}
-
-func (e *oauthError) Error() string {
-	code := e.Code
-	if code == "" {
-		code = http.StatusText(e.Status)
-	}
-	if e.Description == "" {
-		return fmt.Sprintf("issuer answered %d %s", e.Status, code)
-	}
-	return fmt.Sprintf("issuer answered %d %s: %s", e.Status, code, e.Description)
-}
-
 // invalidGrant: rotor refused the grant itself (a revoked, expired or
 // replayed refresh token; a wrong password), not a passing failure.
 func invalidGrant(err error) bool {
-	var oe *oauthError
-	return errors.As(err, &oe) && oe.Status == http.StatusBadRequest && oe.Code == "invalid_grant"
+	var te *client.TokenError
+	return errors.As(err, &te) && te.StatusCode == http.StatusBadRequest && te.Code == "invalid_grant"
 }
 
 // tokenResponse is a successful answer of the token endpoint.
@@ -106,7 +88,7 @@ func (c *issuerClient) token(ctx context.Context, form url.Values) (*tokenRespon
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, readOAuthError(resp)
+		return nil, client.ReadTokenError(resp)
 	}
 	var tr tokenResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(&tr); err != nil {
@@ -116,7 +98,7 @@ func (c *issuerClient) token(ctx context.Context, form url.Values) (*tokenRespon
 		return nil, errors.New("token response has no access_token")
 	}
 	if !strings.EqualFold(tr.TokenType, "bearer") {
-		return nil, fmt.Errorf("token response has token_type %q, want Bearer", printable(tr.TokenType))
+		return nil, fmt.Errorf("token response has token_type %.40q, want Bearer", tr.TokenType)
 	}
 	return &tr, nil
 }
@@ -129,7 +111,7 @@ func (c *issuerClient) revoke(ctx context.Context, refreshToken string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return readOAuthError(resp)
+		return client.ReadTokenError(resp)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBytes))
 	return nil
@@ -149,39 +131,6 @@ func (c *issuerClient) post(ctx context.Context, path string, form url.Values) (
 	// The URL holds no secret (they are in the body), so the *url.Error is
 	// safe to show.
 	return c.http.Do(req)
-}
-
-// readOAuthError turns a non-200 answer into an *oauthError.
-func readOAuthError(resp *http.Response) *oauthError {
-	oe := &oauthError{Status: resp.StatusCode}
-	var body struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if json.Unmarshal(b, &body) == nil {
-		oe.Code, oe.Description = printable(body.Error), printable(body.Description)
-	}
-	return oe
-}
-
-// printable keeps text from the network to printable ASCII and a sane length
-// before it reaches a terminal.
-func printable(s string) string {
-	const maxLen = 200
-	var b strings.Builder
-	for _, r := range s {
-		if b.Len() >= maxLen {
-			b.WriteString("...")
-			break
-		}
-		if r >= 0x20 && r <= 0x7e {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('?')
-		}
-	}
-	return b.String()
 }
 
 // jwtExpiry reads the exp claim of a JWT without verifying it: the plugin
