@@ -3,6 +3,7 @@ package issuer_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -176,6 +177,20 @@ func TestClientAuthenticationAtTheTokenEndpoint(t *testing.T) {
 		})
 	}
 	NewWithT(t).Expect(r.Logs.String()).NotTo(ContainSubstring(secret), "the secret is never logged")
+
+	// A caller inventing client_ids cannot grow the metric: each is counted
+	// as "unknown", and a registered client under its own name.
+	g := NewWithT(t)
+	unknown := counterValue(t, "rotor_client_authentication_failures_total", "client", "unknown")
+	svc := counterValue(t, "rotor_client_authentication_failures_total", "client", "svc")
+	for i := range 5 {
+		rep := r.tokenAs(t, clientRequest{form: cc, basicID: fmt.Sprintf("junk-%d", i), basicSecret: "x"})
+		g.Expect(rep.Error).To(Equal("invalid_client"))
+		g.Expect(counterValue(t, "rotor_client_authentication_failures_total", "client", fmt.Sprintf("junk-%d", i))).To(BeZero())
+	}
+	g.Expect(counterValue(t, "rotor_client_authentication_failures_total", "client", "unknown") - unknown).To(Equal(5.0))
+	g.Expect(r.tokenAs(t, clientRequest{form: cc, basicID: "svc", basicSecret: "wrong"}).Status).To(Equal(http.StatusUnauthorized))
+	g.Expect(counterValue(t, "rotor_client_authentication_failures_total", "client", "svc") - svc).To(Equal(1.0))
 }
 
 // RFC 6749 section 4.4: an access token for the client itself, no refresh
@@ -439,14 +454,16 @@ func TestDiscoveryAdvertisesClientAuthenticationAndScopes(t *testing.T) {
 	g.Expect(doc).To(HaveKeyWithValue("grant_types_supported", ContainElement("client_credentials")))
 }
 
-// counterValue is the value of a counter of the process's metrics registry
-// (the issuer's) with the label name=value, 0 when it has none yet.
+// counterValue is the sum of a counter of the process's metrics registry
+// (the issuer's) over its series with the label name=value, 0 when there
+// are none.
 func counterValue(t testing.TB, metric, name, value string) float64 {
 	t.Helper()
 	families, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	sum := 0.0
 	for _, f := range families {
 		if f.GetName() != metric {
 			continue
@@ -454,10 +471,10 @@ func counterValue(t testing.TB, metric, name, value string) float64 {
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == name && l.GetValue() == value {
-					return m.GetCounter().GetValue()
+					sum += m.GetCounter().GetValue()
 				}
 			}
 		}
 	}
-	return 0
+	return sum
 }
