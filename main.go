@@ -36,6 +36,7 @@ import (
 	"rotor.dev/rotor/pkg/dev"
 	"rotor.dev/rotor/pkg/kubeauthn"
 	"rotor.dev/rotor/pkg/login"
+	"rotor.dev/rotor/pkg/memlimit"
 	"rotor.dev/rotor/pkg/oauthclients"
 	"rotor.dev/rotor/pkg/server"
 )
@@ -107,6 +108,11 @@ func serve(args []string) error {
 	}
 	log := zap.New(zap.UseFlagOptions(&zo))
 	ctrl.SetLogger(log)
+	if limit, err := memlimit.Set("/sys/fs/cgroup", o.MemoryLimitRatio); err != nil {
+		log.Error(err, "no soft memory limit set")
+	} else if limit > 0 {
+		log.Info("soft memory limit set from the container's", "bytes", limit, "ratio", o.MemoryLimitRatio)
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err

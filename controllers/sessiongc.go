@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
@@ -78,17 +77,18 @@ func init() {
 // also bounds the live sessions of each subject (MaxSessionsPerSubject).
 //
 // It does not cache RefreshTokens (Dex was OOM-killed holding every refresh
-// token): a metadata-only Reflector feeds a compact index of name → (UID,
-// resourceVersion, collection time, creation time, subject and client
+// token): a metadata-only Reflector feeds a compact index of name →
+// (resourceVersion, collection time, creation time, subject and client
 // label digests), and the collector sleeps until the earliest collection
 // time. The index holds no pointers (names in rotor's form are kept as
-// their 16 bytes): measured with BenchmarkSessionIndexMemory, about 100
-// bytes a session at 200,000 sessions and 156 at 1,000,000 (the map's load
-// factor varies with its size), plus about 50 bytes for each subject; it
-// was 200 and 264 bytes before the entries were compacted, without the
-// subject, client and creation time.
+// their 16 bytes, in a keyTable): measured with BenchmarkSessionIndexMemory
+// and TestKeyTableHoldsAMillionSessionsInUnder90BytesEach, about 73 bytes a
+// session at 200,000 sessions and 70 at 1,000,000, plus about 50 bytes for
+// each subject under a session limit; in a Go map it was 100 and 156 (the
+// map's load factor varies with its size), and before the entries were
+// compacted 200 and 264.
 //
-// Deletes carry UID and resourceVersion preconditions, so a session
+// Deletes carry a resourceVersion precondition, so a session
 // refreshed at the moment it expires is never deleted: the failed
 // precondition is followed by the watch event carrying its new expiry.
 //
@@ -115,7 +115,8 @@ type SessionCollector struct {
 	// RevokedRetention keeps revoked sessions visible (kubectl get rt) this
 	// long after revocation.
 	RevokedRetention time.Duration
-	// PageSize bounds each list request while catching up.
+	// PageSize bounds each list request while catching up on an API server
+	// that does not serve streaming lists.
 	PageSize int64
 	// Workers delete in parallel.
 	Workers int
@@ -135,14 +136,15 @@ type SessionCollector struct {
 	listed *gcIndex
 }
 
-// gcEntry is what the index keeps of a session: 48 bytes and no pointers
-// (the UID and resourceVersion parsed from their canonical forms).
+// gcEntry is what the index keeps of a session: 32 bytes and no pointers
+// (the resourceVersion parsed from its canonical form). The delete's
+// precondition is the resourceVersion alone: a session recreated under the
+// same name has another.
 type gcEntry struct {
 	rv uint64
 	// due is when the session may be deleted (unix seconds); 0 means the
 	// annotations were missing and the spec must be read.
 	due int64
-	uid [16]byte
 	// created is the creationTimestamp (unix seconds).
 	created uint32
 	// subject is the subject's id in the index (0: not counted); client is
@@ -156,8 +158,8 @@ type gcEntry struct {
 const (
 	// entryRevoked: collected for GCReasonRevoked, not counted as live.
 	entryRevoked uint8 = 1 << iota
-	// entryInexact: the UID or resourceVersion was not in its canonical
-	// form (never from kube-apiserver); the session is read before a delete.
+	// entryInexact: the resourceVersion was not in its canonical form
+	// (never from kube-apiserver); the session is read before a delete.
 	entryInexact
 )
 
@@ -175,7 +177,7 @@ func (e gcEntry) reason() string {
 type gcIndex struct {
 	// entries are the sessions named as rotor names them, by sessionKey;
 	// named holds any other (made by hand).
-	entries map[sessionKey]gcEntry
+	entries keyTable
 	named   map[string]gcEntry
 	// ids interns subject digests: entries hold an id (index+1 into
 	// subjects), freed when no entry refers to it.
@@ -193,7 +195,7 @@ type subjectCount struct {
 const labelDigestBytes = sessions.LabelDigestBytes
 
 func newGCIndex() *gcIndex {
-	return &gcIndex{entries: map[sessionKey]gcEntry{}, named: map[string]gcEntry{}, ids: map[[labelDigestBytes]byte]uint32{}}
+	return &gcIndex{entries: newKeyTable(), named: map[string]gcEntry{}, ids: map[[labelDigestBytes]byte]uint32{}}
 }
 
 // sessionKey is a session name of the form rotor gives them ("rt-" and the
@@ -222,8 +224,7 @@ func (k sessionKey) name() string {
 
 func (x *gcIndex) get(name string) (gcEntry, bool) {
 	if k, ok := keyOf(name); ok {
-		e, ok := x.entries[k]
-		return e, ok
+		return x.entries.get(k)
 	}
 	e, ok := x.named[name]
 	return e, ok
@@ -231,20 +232,18 @@ func (x *gcIndex) get(name string) (gcEntry, bool) {
 
 func (x *gcIndex) set(name string, e gcEntry) {
 	if k, ok := keyOf(name); ok {
-		x.entries[k] = e
+		x.entries.set(k, e)
 	} else {
 		x.named[name] = e
 	}
 }
 
-func (x *gcIndex) len() int { return len(x.entries) + len(x.named) }
+func (x *gcIndex) len() int { return x.entries.len() + len(x.named) }
 
 // each calls f for every session; name is "" for a sessionKey entry, whose
 // name f builds only if it needs it.
 func (x *gcIndex) each(f func(k sessionKey, name string, e gcEntry)) {
-	for k, e := range x.entries {
-		f(k, "", e)
-	}
+	x.entries.each(func(k sessionKey, e gcEntry) { f(k, "", e) })
 	for name, e := range x.named {
 		f(sessionKey{}, name, e)
 	}
@@ -287,7 +286,7 @@ func (x *gcIndex) remove(name string) {
 		return
 	}
 	if k, ok := keyOf(name); ok {
-		delete(x.entries, k)
+		x.entries.delete(k)
 	} else {
 		delete(x.named, name)
 	}
@@ -360,20 +359,20 @@ func (c *SessionCollector) reflector() *cache.Reflector {
 }
 
 // gcListWatch is the collector's cache.ListerWatcher. Its list builds the
-// new index page by page and hands it to the Replace that follows (the list
-// it returns to the Reflector is empty): a collector that was down for a
-// week catches up without holding more than one page of objects.
+// new index as the sessions arrive and hands it to the Replace that follows
+// (the list it returns to the Reflector is empty): a collector that was down
+// for a week catches up holding one object at a time besides the index.
 //
-// It opts out of the streaming list (WatchList), which client-go v0.37 uses
-// by default against kube-apiserver v1.37: the Reflector buffers every
-// streamed object until the end of the initial events and only then calls
-// Replace. Measured with 20,000 sessions, streaming (each object stripped to
-// what the index needs as it arrived) took 0.9-1.4 s and 31 MiB of peak RSS,
-// these pages 0.6 s and 12 MiB; the index kept was 4.4 MiB either way (2
-// MiB since its entries were compacted). Pages
-// cost more requests (one per PageSize sessions), which v1.37 serves from
-// its watch cache as it would the stream (consistent reads, continuations
-// from cache snapshots); older servers read them from etcd, as before.
+// The list is a watch with sendInitialEvents (a streaming list), served in
+// one request from the API server's watch cache. Pages were the first
+// design and fail at scale: measured with 1,000,000 sessions on
+// kube-apiserver v1.37, 500-session pages came at about 1,350 sessions/s and
+// slowing (each continuation costs more the more sessions there are), and
+// the API server's compaction expires a continue token long before the last
+// page, so the list never ended. The Reflector's own streaming list is not
+// used either: it buffers every object until the end of the initial events,
+// which at that size is gigabytes. Pages remain the fallback for an API
+// server that refuses streaming lists.
 type gcListWatch struct {
 	c   *SessionCollector
 	res metadata.ResourceInterface
@@ -385,28 +384,108 @@ func (c *SessionCollector) listWatch() *gcListWatch {
 	return &gcListWatch{c: c, res: c.Metadata.Resource(sessions.GroupVersionResource).Namespace(c.Namespace)}
 }
 
-// ListWithContext lists the sessions in pages of PageSize at the current
-// resourceVersion (never older than the one the Reflector asks for) into a
-// new index for Replace, and returns an empty list at that resourceVersion;
-// with no continue token the Reflector's own pager stops after one call.
+// ListWithContext lists the sessions at the current resourceVersion (never
+// older than the one the Reflector asks for) into a new index for Replace,
+// and returns an empty list at that resourceVersion; with no continue token
+// the Reflector's own pager stops after one call.
 func (l *gcListWatch) ListWithContext(ctx context.Context, _ metav1.ListOptions) (runtime.Object, error) {
 	c := l.c
 	index := newGCIndex()
+	rv, err := l.stream(ctx, index)
+	if errors.Is(err, errNoStreamingList) {
+		logr.FromContextOrDiscard(ctx).Info("the API server refused a streaming list of sessions; listing them in pages", "reason", err.Error())
+		index = newGCIndex()
+		rv, err = l.pages(ctx, index)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.listed = index
+	c.mu.Unlock()
+	return &metav1.PartialObjectMetadataList{ListMeta: metav1.ListMeta{ResourceVersion: rv}}, nil
+}
+
+// errNoStreamingList marks an API server that does not serve streaming lists.
+var errNoStreamingList = errors.New("streaming list refused")
+
+// stream reads every session into index from a watch that starts with the
+// current state (sendInitialEvents) and returns the resourceVersion of the
+// bookmark that ends it.
+func (l *gcListWatch) stream(ctx context.Context, index *gcIndex) (string, error) {
+	c := l.c
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	yes := true
+	w, err := l.res.Watch(ctx, metav1.ListOptions{
+		SendInitialEvents:    &yes,
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+		AllowWatchBookmarks:  true,
+	})
+	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+		return "", fmt.Errorf("%w: %w", errNoStreamingList, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("listing sessions: %w", err)
+	}
+	defer w.Stop()
+	for {
+		var ev watch.Event
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("listing sessions (%d so far): %w", index.len(), ctx.Err())
+		case ev, ok = <-w.ResultChan():
+		}
+		if !ok {
+			return "", fmt.Errorf("listing sessions: the stream ended after %d sessions, before its last one", index.len())
+		}
+		switch ev.Type {
+		case watch.Added, watch.Modified:
+			m, err := meta.Accessor(ev.Object)
+			if err != nil {
+				return "", fmt.Errorf("listing sessions: %w", err)
+			}
+			e, subject := c.entryOf(m)
+			index.put(m.GetName(), e, subject)
+		case watch.Deleted:
+			if m, err := meta.Accessor(ev.Object); err == nil {
+				index.remove(m.GetName())
+			}
+		case watch.Bookmark:
+			m, err := meta.Accessor(ev.Object)
+			if err != nil {
+				return "", fmt.Errorf("listing sessions: %w", err)
+			}
+			if m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+				return m.GetResourceVersion(), nil
+			}
+		case watch.Error:
+			err := apierrors.FromObject(ev.Object)
+			if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+				return "", fmt.Errorf("%w: %w", errNoStreamingList, err)
+			}
+			return "", fmt.Errorf("listing sessions (%d so far): %w", index.len(), err)
+		}
+	}
+}
+
+// pages lists the sessions into index in pages of PageSize and returns the
+// list's resourceVersion.
+func (l *gcListWatch) pages(ctx context.Context, index *gcIndex) (string, error) {
+	c := l.c
 	opts := metav1.ListOptions{Limit: c.PageSize}
 	for {
 		page, err := l.res.List(ctx, opts)
 		if err != nil {
-			return nil, fmt.Errorf("listing sessions (%d so far): %w", index.len(), err)
+			return "", fmt.Errorf("listing sessions (%d so far): %w", index.len(), err)
 		}
 		for i := range page.Items {
 			e, subject := c.entryOf(&page.Items[i])
 			index.put(page.Items[i].Name, e, subject)
 		}
 		if page.Continue == "" {
-			c.mu.Lock()
-			c.listed = index
-			c.mu.Unlock()
-			return &metav1.PartialObjectMetadataList{ListMeta: metav1.ListMeta{ResourceVersion: page.ResourceVersion}}, nil
+			return page.ResourceVersion, nil
 		}
 		opts.Continue = page.Continue
 	}
@@ -505,10 +584,9 @@ func (c *SessionCollector) apply(t watch.EventType, obj any) error {
 func (c *SessionCollector) entryOf(m metav1.Object) (gcEntry, *[labelDigestBytes]byte) {
 	a := m.GetAnnotations()
 	e := gcEntry{created: uint32(max(m.GetCreationTimestamp().Unix(), 0))}
-	uid, uidOK := parseUID(string(m.GetUID()))
 	rv, rvOK := parseRV(m.GetResourceVersion())
-	e.uid, e.rv = uid, rv
-	if !uidOK || !rvOK {
+	e.rv = rv
+	if !rvOK {
 		e.flags |= entryInexact
 	}
 	if t, err := time.Parse(time.RFC3339, a[sessions.RevokedAtAnnotation]); err == nil {
@@ -539,26 +617,6 @@ func parseDigest(v string) ([labelDigestBytes]byte, bool) {
 	}
 	_, err := hex.Decode(d[:], []byte(v))
 	return d, err == nil
-}
-
-// parseUID reads a UID in the canonical UUID form kube-apiserver gives
-// every object (36 characters, lowercase hex).
-func parseUID(s string) ([16]byte, bool) {
-	var u [16]byte
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return u, false
-	}
-	h := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36]
-	if strings.ToLower(h) != h {
-		return u, false
-	}
-	_, err := hex.Decode(u[:], []byte(h))
-	return u, err == nil
-}
-
-func formatUID(u [16]byte) types.UID {
-	h := hex.EncodeToString(u[:])
-	return types.UID(h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32])
 }
 
 // parseRV reads a resourceVersion in its canonical decimal form (what
@@ -757,19 +815,19 @@ const gcRetryAfter = 5 * time.Second
 // retried.
 func (c *SessionCollector) delete(ctx context.Context, it gcItem, now time.Time) bool {
 	res := c.Metadata.Resource(sessions.GroupVersionResource).Namespace(c.Namespace)
-	uid, rv := formatUID(it.uid), strconv.FormatUint(it.rv, 10)
+	rv := strconv.FormatUint(it.rv, 10)
 	if (it.due == 0 && !it.evict) || it.flags&entryInexact != 0 {
 		// Written without rotor's annotations (by hand), or with an
-		// unusual UID or resourceVersion: judge by the object itself.
+		// unusual resourceVersion: judge by the object itself.
 		var revoked, ok bool
-		if uid, rv, revoked, ok = c.bySpec(ctx, it, now); !ok {
+		if rv, revoked, ok = c.bySpec(ctx, it, now); !ok {
 			return true
 		}
 		if revoked {
 			it.flags |= entryRevoked
 		}
 	}
-	err := res.Delete(ctx, it.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
+	err := res.Delete(ctx, it.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
 	switch {
 	case err == nil:
 		if it.evict {
@@ -792,25 +850,25 @@ func (c *SessionCollector) delete(ctx context.Context, it gcItem, now time.Time)
 }
 
 // bySpec reads a session and says whether it is still to be deleted (ok):
-// due by its spec, or, for an eviction, not revoked. It returns the UID and
-// resourceVersion read, for the delete's preconditions.
-func (c *SessionCollector) bySpec(ctx context.Context, it gcItem, now time.Time) (uid types.UID, rv string, revoked, ok bool) {
+// due by its spec, or, for an eviction, not revoked. It returns the
+// resourceVersion read, for the delete's precondition.
+func (c *SessionCollector) bySpec(ctx context.Context, it gcItem, now time.Time) (rv string, revoked, ok bool) {
 	rt := &identityv1alpha1.RefreshToken{}
 	if err := c.Reader.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: it.name}, rt); err != nil {
 		if !apierrors.IsNotFound(err) {
 			c.Log.Error(err, "reading session", "session", it.name)
 		}
-		return "", "", false, false
+		return "", false, false
 	}
 	revoked = rt.Spec.RevokedAt != nil
 	if it.evict {
-		return rt.UID, rt.ResourceVersion, revoked, !revoked
+		return rt.ResourceVersion, revoked, !revoked
 	}
 	due := rt.Spec.EndsAt()
 	if revoked {
 		due = rt.Spec.RevokedAt.Add(c.RevokedRetention)
 	}
-	return rt.UID, rt.ResourceVersion, revoked, !due.After(now)
+	return rt.ResourceVersion, revoked, !due.After(now)
 }
 
 // forget drops an entry unless the watch has already replaced it.

@@ -10,9 +10,11 @@ import (
 
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -152,11 +154,11 @@ func TestSessionCollectorNeverDeletesASessionRefreshedMeanwhile(t *testing.T) {
 	g.Expect(f.names(g)).To(ConsistOf("racer"), "the precondition kept the refreshed session")
 }
 
-func TestSessionCollectorClearsABacklogLargerThanAPage(t *testing.T) {
+func TestSessionCollectorClearsABacklogInOneStreamingList(t *testing.T) {
 	g := NewWithT(t)
 	f := newGCFixture(t, 10)
-	pages := &pageRecorder{Interface: f.collector.Metadata}
-	f.collector.Metadata = pages
+	calls := &listRecorder{Interface: f.collector.Metadata}
+	f.collector.Metadata = calls
 	for i := range 35 {
 		f.login(t, fmt.Sprintf("user-%02d", i))
 	}
@@ -164,8 +166,25 @@ func TestSessionCollectorClearsABacklogLargerThanAPage(t *testing.T) {
 	f.login(t, "live")
 	f.start(t)
 	g.Eventually(func(g Gomega) []string { return f.names(g) }, "20s").Should(ConsistOf("live"))
-	g.Expect(pages.lists.Load()).To(BeNumerically(">=", 4), "36 sessions in pages of 10")
-	g.Expect(pages.wide.Load()).To(BeZero(), "no list asked for more than a page")
+	g.Expect(calls.streams.Load()).To(BeEquivalentTo(1), "one streaming list, then the Reflector's watch")
+	g.Expect(calls.lists.Load()).To(BeZero(), "no list request: the stream is the list")
+}
+
+func TestSessionCollectorListsInPagesWhenTheAPIServerRefusesAStream(t *testing.T) {
+	g := NewWithT(t)
+	f := newGCFixture(t, 10)
+	calls := &listRecorder{Interface: f.collector.Metadata, refuseStreams: true}
+	f.collector.Metadata = calls
+	for i := range 35 {
+		f.login(t, fmt.Sprintf("user-%02d", i))
+	}
+	f.clock.Step(2 * time.Hour)
+	f.login(t, "live")
+	f.start(t)
+	g.Eventually(func(g Gomega) []string { return f.names(g) }, "20s").Should(ConsistOf("live"))
+	g.Expect(calls.streams.Load()).To(BeEquivalentTo(1), "the stream was tried first")
+	g.Expect(calls.lists.Load()).To(BeNumerically(">=", 4), "36 sessions in pages of 10")
+	g.Expect(calls.wide.Load()).To(BeZero(), "no list asked for more than a page")
 
 	mc, _ := metadata.NewForConfig(env.Config)
 	list, err := mc.Resource(sessions.GroupVersionResource).Namespace(f.ns).List(context.Background(), metav1.ListOptions{})
@@ -173,37 +192,49 @@ func TestSessionCollectorClearsABacklogLargerThanAPage(t *testing.T) {
 	g.Expect(list.Items).To(HaveLen(1))
 }
 
-// pageRecorder counts the collector's list requests, and those asking for
-// more than a page of 10.
-type pageRecorder struct {
+// listRecorder counts the collector's list requests, those asking for more
+// than a page of 10, and its streaming lists; with refuseStreams it answers
+// a streaming list as an API server without them would.
+type listRecorder struct {
 	metadata.Interface
-	lists, wide atomic.Int32
+	refuseStreams        bool
+	lists, wide, streams atomic.Int32
 }
 
-func (p *pageRecorder) Resource(gvr schema.GroupVersionResource) metadata.Getter {
-	return pageGetter{p.Interface.Resource(gvr), p}
+func (p *listRecorder) Resource(gvr schema.GroupVersionResource) metadata.Getter {
+	return recordedGetter{p.Interface.Resource(gvr), p}
 }
 
-type pageGetter struct {
+type recordedGetter struct {
 	metadata.Getter
-	p *pageRecorder
+	p *listRecorder
 }
 
-func (g pageGetter) Namespace(ns string) metadata.ResourceInterface {
-	return pageResource{g.Getter.Namespace(ns), g.p}
+func (g recordedGetter) Namespace(ns string) metadata.ResourceInterface {
+	return recordedResource{g.Getter.Namespace(ns), g.p}
 }
 
-type pageResource struct {
+type recordedResource struct {
 	metadata.ResourceInterface
-	p *pageRecorder
+	p *listRecorder
 }
 
-func (r pageResource) List(ctx context.Context, opts metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
+func (r recordedResource) List(ctx context.Context, opts metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
 	r.p.lists.Add(1)
 	if opts.Limit <= 0 || opts.Limit > 10 {
 		r.p.wide.Add(1)
 	}
 	return r.ResourceInterface.List(ctx, opts)
+}
+
+func (r recordedResource) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	if opts.SendInitialEvents != nil && *opts.SendInitialEvents {
+		r.p.streams.Add(1)
+		if r.p.refuseStreams {
+			return nil, apierrors.NewBadRequest("sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled")
+		}
+	}
+	return r.ResourceInterface.Watch(ctx, opts)
 }
 
 // BenchmarkSessionCollectorSync measures a collector's start: listing 2,000

@@ -21,9 +21,17 @@
 # per write on each. BENCH_FLAGS='--apiserver-profile DIR' also writes CPU
 # profiles of the API server under each load (go tool pprof -top
 # bin/k8s/kube-apiserver DIR/apiserver-refresh.pprof).
+# Replicas: 1, 2 and 3 `rotor serve` processes (--replicas; leader election
+# on, every replica serving) against the one API server, --replica-clients (8)
+# clients in all spread over them, the levels alternating over three rounds:
+# refresh throughput, its ratio to one replica, and the CPU per refresh of
+# rotor, the API server, etcd and the load generator. On 2 cores they share
+# the machine and the API server saturates: expect no speed-up (a ratio at or
+# a little under 1, each replica adding its own session watch) and read where
+# the CPU went. Alone: BENCH_FLAGS='--replicas-only' (under a minute).
 # Smaller, for a quick look (about 2 minutes):
 #
-#   make bench BENCH_FLAGS='--refreshes 400 --sessions 3000 --raw-deletes 1000 --logins 10 --cc-requests 10000 --bench-count 1 --benchtime 200ms'
+#   make bench BENCH_FLAGS='--refreshes 400 --sessions 3000 --raw-deletes 1000 --logins 10 --cc-requests 10000 --replica-refreshes 600 --bench-count 1 --benchtime 200ms'
 
 LOCALBIN ?= $(CURDIR)/bin
 BENCH_FLAGS ?=

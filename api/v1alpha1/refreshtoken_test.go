@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,16 +28,18 @@ func session(ns, name, subject string) *identityv1alpha1.RefreshToken {
 	return &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: identityv1alpha1.RefreshTokenSpec{
-			Subject:           subject,
-			Groups:            []string{"dev"},
-			ClientID:          "cli",
-			Audience:          []string{"api"},
-			Method:            identityv1alpha1.AuthMethodPassword,
-			SecretHash:        hashA,
-			State:             identityv1alpha1.SessionActive,
-			ExpiresAt:         metav1.NewTime(now.Add(time.Hour)),
-			AbsoluteExpiresAt: metav1.NewTime(now.Add(24 * time.Hour)),
-			LastUsedAt:        now,
+			Subject:  subject,
+			ClientID: "cli",
+			Session: identityv1alpha1.Session{
+				Groups:            []string{"dev"},
+				Audience:          []string{"api"},
+				Method:            identityv1alpha1.AuthMethodPassword,
+				SecretHash:        hashA,
+				State:             identityv1alpha1.SessionActive,
+				ExpiresAt:         metav1.NewTime(now.Add(time.Hour)),
+				AbsoluteExpiresAt: metav1.NewTime(now.Add(24 * time.Hour)),
+				LastUsedAt:        now,
+			},
 		},
 	}
 }
@@ -103,11 +106,7 @@ func TestRefreshTokenSchemaRejectsBadObjects(t *testing.T) {
 		want   string
 	}{
 		{"an empty subject is refused", func(s *identityv1alpha1.RefreshToken) { s.Spec.Subject = "" }, "spec.subject"},
-		{"a secret hash that is not a base64url SHA-256 is refused", func(s *identityv1alpha1.RefreshToken) { s.Spec.SecretHash = "plaintext-secret" }, "spec.secretHash"},
-		{"an unknown method is refused", func(s *identityv1alpha1.RefreshToken) { s.Spec.Method = "Magic" }, "spec.method"},
-		{"an unknown state is refused", func(s *identityv1alpha1.RefreshToken) { s.Spec.State = "Paused" }, "spec.state"},
-		{"an empty audience is refused", func(s *identityv1alpha1.RefreshToken) { s.Spec.Audience = nil }, "spec.audience"},
-		{"negative rotations are refused", func(s *identityv1alpha1.RefreshToken) { s.Spec.Rotations = -1 }, "spec.rotations"},
+		{"an empty client is refused", func(s *identityv1alpha1.RefreshToken) { s.Spec.ClientID = "" }, "spec.clientID"},
 		{"a subject one longer than the longest ServiceAccount's is refused", func(s *identityv1alpha1.RefreshToken) {
 			s.Spec.Subject = longestServiceAccountSubject() + "x"
 		}, "spec.subject"},
@@ -122,6 +121,71 @@ func TestRefreshTokenSchemaRejectsBadObjects(t *testing.T) {
 			g.Expect(err.Error()).To(ContainSubstring(tt.want))
 		})
 	}
+}
+
+// The API server stores spec.session unvalidated: rotor checks it on read.
+func TestTheAPIServerStoresASessionItDoesNotValidate(t *testing.T) {
+	g := NewWithT(t)
+	s := session(env.Namespace(t), "rt-unchecked", "alice")
+	s.Spec.SecretHash = "plaintext-secret"
+	g.Expect(env.Client.Create(context.Background(), s)).To(Succeed())
+	g.Expect(s.Spec.Validate()).To(MatchError(ContainSubstring("spec.session.secretHash")))
+}
+
+func TestValidateRefusesWhatRotorNeverWrites(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*identityv1alpha1.RefreshTokenSpec)
+		want   string
+	}{
+		{"an empty subject", func(s *identityv1alpha1.RefreshTokenSpec) { s.Subject = "" }, "spec.subject"},
+		{"a subject longer than the longest ServiceAccount's", func(s *identityv1alpha1.RefreshTokenSpec) { s.Subject = longestServiceAccountSubject() + "x" }, "spec.subject"},
+		{"an empty client", func(s *identityv1alpha1.RefreshTokenSpec) { s.ClientID = "" }, "spec.clientID"},
+		{"a secret hash that is not a base64url SHA-256", func(s *identityv1alpha1.RefreshTokenSpec) { s.SecretHash = "plaintext-secret" }, "spec.session.secretHash"},
+		{"a secret hash with a character outside base64url", func(s *identityv1alpha1.RefreshTokenSpec) { s.SecretHash = "+" + hashA[1:] }, "spec.session.secretHash"},
+		{"a previous hash that is not a SHA-256", func(s *identityv1alpha1.RefreshTokenSpec) { s.PreviousSecretHash = "x" }, "spec.session.previousSecretHash"},
+		{"an unknown method", func(s *identityv1alpha1.RefreshTokenSpec) { s.Method = "Magic" }, "spec.session.method"},
+		{"an unknown state", func(s *identityv1alpha1.RefreshTokenSpec) { s.State = "Paused" }, "spec.session.state"},
+		{"no audience", func(s *identityv1alpha1.RefreshTokenSpec) { s.Audience = nil }, "spec.session.audience"},
+		{"an empty audience", func(s *identityv1alpha1.RefreshTokenSpec) { s.Audience = []string{""} }, "spec.session.audience[0]"},
+		{"an audience twice", func(s *identityv1alpha1.RefreshTokenSpec) { s.Audience = []string{"api", "api"} }, "spec.session.audience[1]: duplicate"},
+		{"17 audiences", func(s *identityv1alpha1.RefreshTokenSpec) { s.Audience = distinct(17) }, "spec.session.audience"},
+		{"65 groups", func(s *identityv1alpha1.RefreshTokenSpec) { s.Groups = distinct(65) }, "spec.session.groups"},
+		{"a group of 257 characters", func(s *identityv1alpha1.RefreshTokenSpec) { s.Groups = []string{strings.Repeat("g", 257)} }, "spec.session.groups[0]"},
+		{"a scope with a double space", func(s *identityv1alpha1.RefreshTokenSpec) { s.Scope = "read  write" }, "spec.session.scope"},
+		{"a scope ending in a space", func(s *identityv1alpha1.RefreshTokenSpec) { s.Scope = "read " }, "spec.session.scope"},
+		{"a scope with a backslash", func(s *identityv1alpha1.RefreshTokenSpec) { s.Scope = `re\ad` }, "spec.session.scope"},
+		{"no expiry", func(s *identityv1alpha1.RefreshTokenSpec) { s.ExpiresAt = metav1.Time{} }, "spec.session.expiresAt"},
+		{"no absolute expiry", func(s *identityv1alpha1.RefreshTokenSpec) { s.AbsoluteExpiresAt = metav1.Time{} }, "spec.session.absoluteExpiresAt"},
+		{"no last use", func(s *identityv1alpha1.RefreshTokenSpec) { s.LastUsedAt = metav1.Time{} }, "spec.session.lastUsedAt"},
+		{"negative rotations", func(s *identityv1alpha1.RefreshTokenSpec) { s.Rotations = -1 }, "spec.session.rotations"},
+		{"an unknown revocation reason", func(s *identityv1alpha1.RefreshTokenSpec) { s.RevocationReason = "Bored" }, "spec.session.revocationReason"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			s := session("ns", "rt", "alice")
+			g.Expect(s.Spec.Validate()).To(Succeed(), "the session as rotor writes it")
+			tt.mutate(&s.Spec)
+			err := s.Spec.Validate()
+			g.Expect(err).To(MatchError(ContainSubstring(tt.want)))
+			g.Expect(err.Error()).NotTo(ContainSubstring("plaintext-secret"), "errors name fields, never values")
+		})
+	}
+	g := NewWithT(t)
+	s := session("ns", "rt", longestServiceAccountSubject())
+	s.Spec.Scope, s.Spec.PreviousSecretHash, s.Spec.Rotations = "openid read write", hashA, 3
+	s.Spec.Groups, s.Spec.Audience = distinct(64), distinct(16)
+	s.Spec.State, s.Spec.RevocationReason = identityv1alpha1.SessionRevoked, identityv1alpha1.RevocationReuse
+	g.Expect(s.Spec.Validate()).To(Succeed(), "every field at its limit")
+}
+
+func distinct(n int) []string {
+	v := make([]string, n)
+	for i := range v {
+		v[i] = "v" + strconv.Itoa(i)
+	}
+	return v
 }
 
 // What the schema no longer checks across fields (it cost the API server

@@ -497,16 +497,8 @@ func runBigScale(ctx context.Context, c config, r *report) (err error) {
 		progress("the API server's VmRSS is %s, past the limit %s: stopping", mib(rss), mib(c.apiRSSLimit))
 		rcancel(errRSSLimit)
 	})
-	lists0, _ := counter.snapshot(ctx)
 	m, p, err := rp.measureRSS(rctx, counter, n, c.settle, c.gcExpiring > 0, nil, time.Time{})
 	apiMax = watch.end()
-	// How far the collector's paged list got: its LIST requests (pages
-	// of gcPageSize), for a rotor that was not ready in time.
-	lists := 0.0
-	if now, e := counter.snapshot(ctx); e == nil && lists0 != nil {
-		lists = now.minus(lists0).verb("LIST")
-	}
-	rotorElapsed := time.Since(t)
 	if p != nil {
 		defer p.stop()
 	}
@@ -523,10 +515,6 @@ func runBigScale(ctx context.Context, c config, r *report) (err error) {
 	}
 	if err != nil {
 		r.add("rotor", what, "**failed**: "+oneLine(err.Error()), "", "**MISSED**")
-		if p == nil && lists > 0 {
-			r.add("rotor", what+": the collector's list when it stopped", fmt.Sprintf("%.0f LIST requests of refreshtokens in %s (about %.0f sessions/s at %d a page)",
-				lists, rotorElapsed.Round(time.Second), lists*gcPageSize/rotorElapsed.Seconds(), gcPageSize), "", "")
-		}
 		if rss, hwm, e := pidMemory(sp.apiPID); e == nil {
 			r.add("API server", "VmRSS when rotor stopped", fmt.Sprintf("%s (VmHWM %s, max sampled during rotor's start %s)", mib(rss), mib(hwm), mib(apiMax)), "", "")
 		}

@@ -22,7 +22,14 @@
 //   - the RSS of a separate `rotor serve` with 0, N/10 and N stored sessions,
 //     and how fast its collector deletes those N sessions when they expire
 //     together, next to raw deletes (a smaller sample) at the same
-//     parallelism.
+//     parallelism;
+//   - refresh throughput with 1, 2 and 3 `rotor serve` replicas (replicas.go:
+//     separate processes, leader election on, every one serving its share
+//     of the clients) against the one API server at the same total of
+//     clients, the ratio to one replica, and the CPU per refresh of rotor,
+//     the API server, etcd and the load generator: on 2 cores they share
+//     the machine, so the figure is the ratio and where the CPU went, not
+//     a speed-up. --replicas-only runs only this.
 //
 // With --scale-only (`make bench-scale`, bigscale.go) it measures only a
 // large store instead, on a control plane of its own: a million sessions
@@ -50,6 +57,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -106,11 +114,19 @@ type config struct {
 	// rotorWait bounds the wait for rotor serve's readiness and the
 	// collector's list.
 	rotorWait time.Duration
+
+	// replicas are the numbers of rotor serve replicas the replicas
+	// measurement (replicas.go) compares, replicaClients clients in all
+	// refreshing replicaRefreshes times per level, split over replicaRounds
+	// rounds; none skips it. replicasOnly runs nothing else.
+	replicas                                        []int
+	replicaClients, replicaRefreshes, replicaRounds int
+	replicasOnly                                    bool
 }
 
 func main() {
 	var c config
-	var clients string
+	var clients, replicas string
 	flag.StringVar(&c.out, "out", "hack/bench-results.md", "Markdown file the results table is written to (empty: stdout only).")
 	flag.StringVar(&c.rotorBin, "rotor-bin", "bin/rotor", "rotor binary for the scale and GC measurements (a separate process, as deployed).")
 	flag.StringVar(&clients, "clients", "1,8", "Concurrency levels of the refresh measurement: clients refreshing their own session back to back.")
@@ -140,6 +156,11 @@ func main() {
 	flag.IntVar(&c.gcExpiring, "gc-expiring", 50000, "With --scale-only: sessions seeded after rotor serve's start (beside --sessions) that expire together, for its collector to delete while --gc-clients clients refresh (at about 240 deletes/s on 2 cores, 200,000 take some 14 minutes, and the window without the collector as long again, up to 5); 0 skips it.")
 	flag.IntVar(&c.gcClients, "gc-clients", 8, "With --scale-only: live clients (password logins) refreshing back to back during the collection and for as long after it.")
 	flag.DurationVar(&c.rotorWait, "rotor-wait", 10*time.Minute, "With --scale-only: how long rotor serve may take to be ready and to list every session (far past the 60s target, to measure a miss).")
+	flag.StringVar(&replicas, "replicas", "1,2,3", "Numbers of rotor serve replicas (separate processes, leader election on, every one serving) the replicas measurement compares at the same total of clients; empty or 0 skips it.")
+	flag.IntVar(&c.replicaClients, "replica-clients", 8, "Clients in all of the replicas measurement, spread over the replicas (client i on replica i mod N), each refreshing back to back.")
+	flag.IntVar(&c.replicaRefreshes, "replica-refreshes", 3000, "Refreshes per replica level (split over --replica-rounds; each run also stops after a minute).")
+	flag.IntVar(&c.replicaRounds, "replica-rounds", 3, "Alternate the replica levels (1,2,3,1,2,3,...) this many times, so that load from elsewhere hits them alike; medians are reported.")
+	flag.BoolVar(&c.replicasOnly, "replicas-only", false, "Only the replicas measurement (no signing, in-process, scale or GC measurements).")
 	apiRSSLimit := flag.Int("apiserver-rss-limit-gib", 16, "With --scale-only: stop the run when the API server's VmRSS passes this many GiB.")
 	flag.Parse()
 	c.apiRSSLimit = int64(*apiRSSLimit) << 30
@@ -152,6 +173,24 @@ func main() {
 			fatalf("--clients: %q is not a positive number", s)
 		}
 		c.clients = append(c.clients, n)
+	}
+	if s := strings.TrimSpace(replicas); s != "" && s != "0" {
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || slices.Contains(c.replicas, n) {
+				fatalf("--replicas: %q is not a positive number, or a repeated one", f)
+			}
+			c.replicas = append(c.replicas, n)
+		}
+	}
+	if len(c.replicas) > 0 && (c.replicaClients < 1 || c.replicaRounds < 1 || c.replicaRefreshes < c.replicaRounds) {
+		fatalf("--replica-clients and --replica-rounds must be positive, --replica-refreshes at least --replica-rounds")
+	}
+	if c.replicasOnly {
+		if len(c.replicas) == 0 || c.scaleOnly {
+			fatalf("--replicas-only needs --replicas, and not --scale-only")
+		}
+		c.skipCrypto, c.skipRefresh, c.skipScale, c.ccRequests = true, true, true, 0
 	}
 	if c.gcSessions < 0 {
 		c.gcSessions = c.sessions
@@ -213,7 +252,7 @@ func measure(ctx context.Context, c config, log logr.Logger) error {
 	}
 
 	inProcess := !c.skipRefresh || c.ccRequests > 0
-	if inProcess || !c.skipScale {
+	if inProcess || !c.skipScale || len(c.replicas) > 0 {
 		progress("starting the control plane")
 		t := time.Now()
 		cp, err := controlplane.Start(controlplane.Options{})
@@ -238,19 +277,39 @@ func measure(ctx context.Context, c config, log logr.Logger) error {
 				return fmt.Errorf("scale measurement: %w", err)
 			}
 		}
+		if len(c.replicas) > 0 {
+			t := time.Now()
+			if err := runReplicas(ctx, c, cp, r); err != nil {
+				progress("replicas measurement: %v", err)
+				r.add("replicas", "rotor serve replicas "+joinInts(c.replicas), "failed: "+oneLine(err.Error()), "", "**FAILED**")
+			}
+			r.spent("replicas", time.Since(t))
+		}
 	} else {
 		r.versions(c, nil)
 	}
 	r.loadavg("end")
-	r.add("run", "sizes", fmt.Sprintf("clients %s, %d refreshes, %d raw updates and %d floor updates per level in %d rounds, %d logins at %d, sessions 0/%d/%d (seeded straight into etcd), %d of them expiring together for GC, %d raw deletes at parallelism %d, %d client_credentials grants each for rotor and the bare handler from %d clients in %d rounds, %d rounds of go test -bench with -benchtime %s",
-		joinInts(c.clients), c.refreshes, c.refreshes, c.refreshes, c.rounds, c.logins, c.loginConc, c.sessions/10, c.sessions, c.gcSessions, c.rawDeletes, c.parallelism, c.ccRequests, c.ccConc, c.ccRounds, c.benchCount, c.benchtime), "", "")
+	replicaSizes := "no replicas measurement"
+	if len(c.replicas) > 0 {
+		replicaSizes = fmt.Sprintf("rotor serve replicas %s with %d clients in all, %d refreshes per level in %d rounds", joinInts(c.replicas), c.replicaClients, c.replicaRefreshes, c.replicaRounds)
+	}
+	if c.replicasOnly {
+		r.add("run", "sizes", "only the replicas measurement: "+replicaSizes, "", "")
+	} else {
+		r.add("run", "sizes", fmt.Sprintf("clients %s, %d refreshes, %d raw updates and %d floor updates per level in %d rounds, %d logins at %d, sessions 0/%d/%d (seeded straight into etcd), %d of them expiring together for GC, %d raw deletes at parallelism %d, %d client_credentials grants each for rotor and the bare handler from %d clients in %d rounds, %d rounds of go test -bench with -benchtime %s",
+			joinInts(c.clients), c.refreshes, c.refreshes, c.refreshes, c.rounds, c.logins, c.loginConc, c.sessions/10, c.sessions, c.gcSessions, c.rawDeletes, c.parallelism, c.ccRequests, c.ccConc, c.ccRounds, c.benchCount, c.benchtime)+", "+replicaSizes, "", "")
+	}
 	r.add("run", "duration", fmt.Sprintf("%s (%s)", time.Since(start).Round(time.Second), strings.Join(r.phases, ", ")), "< 10 min with defaults", "")
 
 	table := r.markdown()
 	fmt.Println(table)
 	if c.out != "" {
-		doc := fmt.Sprintf("# rotor benchmark results\n\n`make bench`, %s. Regenerate with `make bench`; ratios compare measurements of one run on one machine.\n\n%s\n",
-			time.Now().UTC().Format("2006-01-02 15:04 MST"), table)
+		how := "make bench"
+		if c.replicasOnly {
+			how = "make bench BENCH_FLAGS=--replicas-only"
+		}
+		doc := fmt.Sprintf("# rotor benchmark results\n\n`%s`, %s. Regenerate with `%s`; ratios compare measurements of one run on one machine.\n\n%s\n",
+			how, time.Now().UTC().Format("2006-01-02 15:04 MST"), how, table)
 		if err := os.WriteFile(c.out, []byte(doc), 0o644); err != nil {
 			return err
 		}

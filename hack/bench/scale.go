@@ -38,9 +38,7 @@ const (
 	scaleNamespace = "bench-scale"
 	// rawNamespace holds the raw-delete sample, out of that rotor's sight.
 	rawNamespace = "bench-raw"
-	// gcPageSize is the collector's list page (controllers.SessionCollector).
-	gcPageSize = 500
-	rssTarget  = 150 << 20
+	rssTarget    = 150 << 20
 	// gcLimit bounds the collector's run: even one ten times slower than
 	// the API server's deletes is done well within it.
 	gcLimit = 15 * time.Minute
@@ -449,7 +447,7 @@ func pool(conc, from, to int, stopAt time.Time, op func(i int) error) (res run, 
 var nameEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 // newSession is a RefreshToken as rotor's store writes it at login (name
-// format, spec, the expires-at annotation the collector reads): live for a
+// format, labels, spec, the expires-at annotation the collector reads): live for a
 // week, or (expiresAt set) with an absolute lifetime ending at expiresAt,
 // which caps the sliding expiry as rotor does.
 func newSession(namespace string, expiresAt time.Time) *identityv1alpha1.RefreshToken {
@@ -461,23 +459,27 @@ func newSession(namespace string, expiresAt time.Time) *identityv1alpha1.Refresh
 		abs = expiresAt
 	}
 	exp := minTime(now.Add(7*24*time.Hour), abs)
+	subject := "user-" + strconv.Itoa(int(b[0]))
 	return &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:   namespace,
 			Name:        "rt-" + nameEncoding.EncodeToString(b[:]),
+			Labels:      sessions.Labels(subject, "rotor"),
 			Annotations: map[string]string{sessions.ExpiresAtAnnotation: exp.UTC().Format(time.RFC3339)},
 		},
 		Spec: identityv1alpha1.RefreshTokenSpec{
-			Subject:           "user-" + strconv.Itoa(int(b[0])),
-			Groups:            []string{"dev", "ops"},
-			ClientID:          "rotor",
-			Audience:          []string{"rotor"},
-			Method:            identityv1alpha1.AuthMethodPassword,
-			SecretHash:        randomHash(),
-			State:             identityv1alpha1.SessionActive,
-			ExpiresAt:         metav1.NewTime(exp),
-			AbsoluteExpiresAt: metav1.NewTime(abs),
-			LastUsedAt:        metav1.NewTime(now),
+			Subject:  subject,
+			ClientID: "rotor",
+			Session: identityv1alpha1.Session{
+				Groups:            []string{"dev", "ops"},
+				Audience:          []string{"rotor"},
+				Method:            identityv1alpha1.AuthMethodPassword,
+				SecretHash:        randomHash(),
+				State:             identityv1alpha1.SessionActive,
+				ExpiresAt:         metav1.NewTime(exp),
+				AbsoluteExpiresAt: metav1.NewTime(abs),
+				LastUsedAt:        metav1.NewTime(now),
+			},
 		},
 	}
 }
@@ -543,7 +545,9 @@ type proc struct {
 	cmd       *exec.Cmd
 	issuerURL string
 	probeURL  string
-	logPath   string
+	// metricsURL is rotor's /metrics (plain HTTP on loopback).
+	metricsURL string
+	logPath    string
 	// exited is closed when the process has exited, with waitErr set.
 	exited   chan struct{}
 	waitErr  error
@@ -559,6 +563,10 @@ func (rp *rotorProcess) start() (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
 	rp.runs++
 	logPath := filepath.Join(rp.dir, fmt.Sprintf("rotor-%d.log", rp.runs))
 	logFile, err := os.Create(logPath)
@@ -567,7 +575,9 @@ func (rp *rotorProcess) start() (*proc, error) {
 	}
 	cmd := exec.Command(rp.bin, "serve",
 		"--issuer-url", "http://"+issuer, "--insecure-http", "--listen-address", issuer,
-		"--namespace", scaleNamespace, "--metrics-bind-address", "0", "--health-probe-bind-address", probe,
+		"--namespace", scaleNamespace, "--health-probe-bind-address", probe,
+		// Its collector's gauge says when the sessions are listed.
+		"--metrics-bind-address", metricsAddr, "--metrics-secure=false",
 		// `rotor serve` requires client_id unless told a default (Public) client.
 		"--default-client-id", defaultClientID,
 		// The seeded sessions are not the abuse the limits guard against.
@@ -578,7 +588,7 @@ func (rp *rotorProcess) start() (*proc, error) {
 		logFile.Close()
 		return nil, err
 	}
-	p := &proc{cmd: cmd, issuerURL: "http://" + issuer, probeURL: "http://" + probe + "/readyz", logPath: logPath, exited: make(chan struct{})}
+	p := &proc{cmd: cmd, issuerURL: "http://" + issuer, probeURL: "http://" + probe + "/readyz", metricsURL: "http://" + metricsAddr + "/metrics", logPath: logPath, exited: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
 		logFile.Close()
@@ -655,8 +665,8 @@ type rssResult struct {
 var errCutShort = errors.New("RSS sample cut short")
 
 // measureRSS starts rotor with n sessions stored and samples its RSS until
-// it is ready, the collector has listed every page (seen in the API
-// server's LIST count) and settle has passed; it reports the largest
+// it is ready, the collector has listed every session (its gauge of tracked
+// sessions reaches n) and settle has passed; it reports the largest
 // sample. onListed (if set) is called once the collector has listed. With
 // keep the process is left running and returned, else it is stopped. If
 // stopBy (zero: none) comes first, the process is stopped then and the
@@ -699,9 +709,6 @@ func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before reques
 		m.end = time.Now()
 		return nil
 	}
-	// The collector lists ceil(n/500) pages (at least one), the eviction
-	// watch one page of one.
-	wantLists := float64(max(1, (n+gcPageSize-1)/gcPageSize) + 1)
 	deadline := start.Add(limit)
 	clientOK := clientReady == nil
 	for m.ready == 0 || m.listed == 0 || !clientOK {
@@ -714,12 +721,8 @@ func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before reques
 		if !clientOK && m.ready != 0 {
 			clientOK = clientReady()
 		}
-		if m.listed == 0 {
-			now, err := counter.snapshot(ctx)
-			if err != nil {
-				return err
-			}
-			if now.minus(before).verb("LIST") >= wantLists {
+		if m.listed == 0 && m.ready != 0 {
+			if tracked, err := p.gcTracked(ctx); err == nil && tracked >= float64(n) {
 				m.listed = time.Since(start)
 				if onListed != nil {
 					onListed(p)
@@ -737,6 +740,33 @@ func (p *proc) sampleRSS(ctx context.Context, counter *apiCounter, before reques
 		}
 	}
 	return sample()
+}
+
+// gcTracked reads rotor_session_gc_tracked_sessions, the sessions in its
+// collector's index: set to all of them when its first list is complete.
+func (p *proc) gcTracked(ctx context.Context) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.metricsURL, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "rotor_session_gc_tracked_sessions "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("rotor_session_gc_tracked_sessions not in rotor's metrics")
 }
 
 func probeOK(u string) bool {

@@ -59,9 +59,12 @@ type Options struct {
 	UnauthenticatedPerSecond float64
 	TrustedProxies           stringList
 
-	APIQPS     float64
-	APIBurst   int
-	APITimeout time.Duration
+	APIQPS float64
+	// MemoryLimitRatio is the share of the container's memory limit that
+	// `rotor serve` sets as the Go runtime's soft limit (pkg/memlimit).
+	MemoryLimitRatio float64
+	APIBurst         int
+	APITimeout       time.Duration
 
 	MetricsAddress string
 	MetricsSecure  bool
@@ -111,6 +114,7 @@ func DefaultOptions() Options {
 		UnauthenticatedBurst:     issuer.DefaultUnauthenticatedBurst,
 		UnauthenticatedPerSecond: issuer.DefaultUnauthenticatedPerSecond,
 		APIQPS:                   500,
+		MemoryLimitRatio:         0.9,
 		APIBurst:                 1000,
 		APITimeout:               5 * time.Second,
 		MetricsAddress:           ":9090",
@@ -157,6 +161,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.UnauthenticatedBurst, "unauthenticated-burst", o.UnauthenticatedBurst, "Failed requests allowed in a burst per client address on the requests that cost an API request before the client proves anything: refresh-token and token-exchange grants, /revoke and /introspect. Over it they are answered 429 (503 on /revoke) with Retry-After and make no API request. Successful requests spend nothing. 0 disables the limit.")
 	fs.Float64Var(&o.UnauthenticatedPerSecond, "unauthenticated-per-second", o.UnauthenticatedPerSecond, "Failed requests allowed per second per client address after --unauthenticated-burst.")
 	fs.Var(&o.TrustedProxies, "trusted-proxies", "Comma-separated CIDRs (or addresses) of reverse proxies whose X-Forwarded-For is believed: when the TCP peer is inside one, the client address of the per-address limits (--unauthenticated-*, --login-failure-*) is the right-most X-Forwarded-For entry outside them. Empty: the TCP peer is the client and X-Forwarded-For is ignored.")
+	fs.Float64Var(&o.MemoryLimitRatio, "memory-limit-ratio", o.MemoryLimitRatio, "Share of the container's memory limit (cgroup) set as the Go runtime's soft memory limit, so that rotor collects garbage harder near it rather than being OOM-killed; 0 disables it, and GOMEMLIMIT, if set, wins.")
 	fs.Float64Var(&o.APIQPS, "api-qps", o.APIQPS, "Queries per second of the issuer's session client to the API server.")
 	fs.IntVar(&o.APIBurst, "api-burst", o.APIBurst, "Burst of the issuer's session client to the API server.")
 	fs.DurationVar(&o.APITimeout, "api-timeout", o.APITimeout, "Bound on each API request of the token path; when the API server does not answer in time, clients get 503 temporarily_unavailable.")

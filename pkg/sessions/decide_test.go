@@ -25,10 +25,12 @@ func session(edits ...func(*identityv1alpha1.RefreshTokenSpec)) *identityv1alpha
 	rt := &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{Name: "rt-test", ResourceVersion: "7"},
 		Spec: identityv1alpha1.RefreshTokenSpec{
-			Subject: "alice", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword,
-			SecretHash: currentHash, PreviousSecretHash: previousHash, State: identityv1alpha1.SessionActive,
-			ExpiresAt: metav1.NewTime(t0.Add(time.Hour)), AbsoluteExpiresAt: metav1.NewTime(t0.Add(24 * time.Hour)),
-			LastUsedAt: metav1.NewTime(t0), Rotations: 1,
+			Subject: "alice", ClientID: "cli", Session: identityv1alpha1.Session{
+				Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword,
+				SecretHash: currentHash, PreviousSecretHash: previousHash, State: identityv1alpha1.SessionActive,
+				ExpiresAt: metav1.NewTime(t0.Add(time.Hour)), AbsoluteExpiresAt: metav1.NewTime(t0.Add(24 * time.Hour)),
+				LastUsedAt: metav1.NewTime(t0), Rotations: 1,
+			},
 		},
 	}
 	for _, edit := range edits {

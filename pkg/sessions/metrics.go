@@ -27,6 +27,11 @@ var (
 		Help: "Second uses of a refresh token within the reuse grace refused because another replica rotated it (the session is kept).",
 	})
 
+	sessionsDamaged = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rotor_sessions_damaged_total",
+		Help: "Sessions read from the API server that rotor could not decode or that failed its checks (edited by hand); each is refused as unknown.",
+	})
+
 	sessionsRevoked = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rotor_sessions_revoked_total",
 		Help: "Sessions revoked by the issuer, by revocation reason (Revoked, Reuse, AccountDisabled).",
@@ -34,7 +39,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(cacheLookups, reuseDetected, successorsHandedOut, raceLostRefused, sessionsRevoked)
+	metrics.Registry.MustRegister(cacheLookups, reuseDetected, successorsHandedOut, raceLostRefused, sessionsRevoked, sessionsDamaged)
 }
 
 func observeCache(hit bool) {

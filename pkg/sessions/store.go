@@ -20,11 +20,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -258,17 +261,19 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 	rt := &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.cfg.Namespace, Name: newName(), Labels: Labels(g.Subject, g.ClientID)},
 		Spec: identityv1alpha1.RefreshTokenSpec{
-			Subject:           g.Subject,
-			Groups:            g.Groups,
-			ClientID:          g.ClientID,
-			Audience:          g.Audience,
-			Scope:             g.Scope,
-			Method:            g.Method,
-			SecretHash:        hash,
-			State:             identityv1alpha1.SessionActive,
-			ExpiresAt:         metav1.NewTime(minTime(now.Add(cmp.Or(g.RefreshTTL, s.cfg.RefreshTTL)), abs)),
-			AbsoluteExpiresAt: metav1.NewTime(abs),
-			LastUsedAt:        metav1.NewTime(now),
+			Subject:  g.Subject,
+			ClientID: g.ClientID,
+			Session: identityv1alpha1.Session{
+				Groups:            g.Groups,
+				Audience:          g.Audience,
+				Scope:             g.Scope,
+				Method:            g.Method,
+				SecretHash:        hash,
+				State:             identityv1alpha1.SessionActive,
+				ExpiresAt:         metav1.NewTime(minTime(now.Add(cmp.Or(g.RefreshTTL, s.cfg.RefreshTTL)), abs)),
+				AbsoluteExpiresAt: metav1.NewTime(abs),
+				LastUsedAt:        metav1.NewTime(now),
+			},
 		},
 	}
 	setExpiresAtAnnotation(rt)
@@ -633,12 +638,18 @@ func (s *Store) get(ctx context.Context, name string) (*identityv1alpha1.Refresh
 }
 
 // read gets the session from the API server and caches what it finds,
-// including its absence.
+// including its absence. A session rotor cannot decode, or whose spec fails
+// its checks (the API server validates only subject and clientID), was
+// edited by hand: it is treated as absent, so nothing refreshes, revokes or
+// introspects it, until the watch reports another change to it.
 func (s *Store) read(ctx context.Context, name string) (*identityv1alpha1.RefreshToken, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	rt := &identityv1alpha1.RefreshToken{}
-	err := s.client.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: name}, rt)
+	// Unstructured, so that a field of the wrong type is told apart from a
+	// failed request.
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(identityv1alpha1.GroupVersion.WithKind("RefreshToken"))
+	err := s.client.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: name}, u)
 	switch {
 	case apierrors.IsNotFound(err):
 		s.remember(name, nil)
@@ -646,7 +657,27 @@ func (s *Store) read(ctx context.Context, name string) (*identityv1alpha1.Refres
 	case err != nil:
 		return nil, s.apiError("reading session "+name, err)
 	}
+	rt, err := decodeSession(u)
+	if err != nil {
+		sessionsDamaged.Inc()
+		// The errors name fields, never their values.
+		logr.FromContextOrDiscard(ctx).Error(err, "refusing a session that fails rotor's checks (edited by hand?)", "session", name)
+		s.remember(name, nil)
+		return nil, nil
+	}
 	s.remember(name, rt)
+	return rt, nil
+}
+
+// decodeSession converts a session read as unstructured and checks it.
+func decodeSession(u *unstructured.Unstructured) (*identityv1alpha1.RefreshToken, error) {
+	rt := &identityv1alpha1.RefreshToken{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, rt); err != nil {
+		return nil, fmt.Errorf("decoding session: %w", err)
+	}
+	if err := rt.Spec.Validate(); err != nil {
+		return nil, err
+	}
 	return rt, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
 	"rotor.dev/rotor/pkg/dev/testenv"
@@ -308,4 +309,68 @@ func TestARotatedSessionIsStoredSmall(t *testing.T) {
 	g.Expect(rotated.GetManagedFields()).To(BeEmpty())
 	g.Expect(size).To(BeNumerically("<=", 1024), "stored bytes of a refreshed session")
 	t.Logf("stored session: %d bytes after login, %d after its first rotation", freshSize, size)
+}
+
+// The API server does not validate spec.session: a session edited by hand
+// into a shape rotor never writes is refused as unknown, nothing is written
+// to it, and it counts as damaged; rotor's own sessions are unaffected.
+func TestASessionEditedIntoABadShapeIsRefused(t *testing.T) {
+	ns := env.Namespace(t)
+	tests := []struct {
+		name string
+		edit func(session map[string]any)
+	}{
+		{"an expiry that is not a time", func(s map[string]any) { s["expiresAt"] = "tomorrow" }},
+		{"groups that are not a list", func(s map[string]any) { s["groups"] = int64(5) }},
+		{"a hash that is not a SHA-256", func(s map[string]any) { s["secretHash"] = "plaintext-secret" }},
+		{"an unknown state", func(s map[string]any) { s["state"] = "Paused" }},
+		{"no audience", func(s map[string]any) { delete(s, "audience") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			ctx := context.Background()
+			store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
+			g.Expect(err).NotTo(HaveOccurred())
+			tok, created, err := store.Create(ctx, sessions.Grant{Subject: "mallory", ClientID: "rotor", Audience: []string{"rotor"}, Method: identityv1alpha1.AuthMethodPassword})
+			g.Expect(err).NotTo(HaveOccurred())
+
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(identityv1alpha1.GroupVersion.WithKind("RefreshToken"))
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), u)).To(Succeed())
+			session, _, _ := unstructured.NestedMap(u.Object, "spec", "session")
+			tt.edit(session)
+			g.Expect(unstructured.SetNestedMap(u.Object, session, "spec", "session")).To(Succeed())
+			g.Expect(env.Client.Update(ctx, u)).To(Succeed(), "the API server stores what it does not validate")
+			edited := u.GetResourceVersion()
+
+			// A replica that has not cached the session reads it.
+			reader, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
+			g.Expect(err).NotTo(HaveOccurred())
+			before := damaged(t)
+			_, _, err = reader.Rotate(ctx, tok, sessions.Refresh{})
+			g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonUnknown))
+			_, err = reader.Lookup(ctx, tok)
+			g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonUnknown), "introspection: inactive")
+			g.Expect(reader.Revoke(ctx, tok, nil)).To(Succeed(), "RFC 7009: nothing to revoke is not an error")
+			g.Expect(damaged(t)).To(Equal(before+1), "one read; the refusal is cached until the session changes")
+
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), u)).To(Succeed())
+			g.Expect(u.GetResourceVersion()).To(Equal(edited), "nothing was written to it")
+		})
+	}
+}
+
+func damaged(t *testing.T) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "rotor_sessions_damaged_total" {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }
