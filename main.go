@@ -108,11 +108,6 @@ func serve(args []string) error {
 	}
 	log := zap.New(zap.UseFlagOptions(&zo))
 	ctrl.SetLogger(log)
-	if limit, err := memlimit.Set("/sys/fs/cgroup", o.MemoryLimitRatio); err != nil {
-		log.Error(err, "no soft memory limit set")
-	} else if limit > 0 {
-		log.Info("soft memory limit set from the container's", "bytes", limit, "ratio", o.MemoryLimitRatio)
-	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err
@@ -120,6 +115,11 @@ func serve(args []string) error {
 	srv, err := server.New(cfg, o, log)
 	if err != nil {
 		return err
+	}
+	if limit, err := memlimit.Set("/sys/fs/cgroup", o.MemoryLimitRatio); err != nil {
+		log.Error(err, "no soft memory limit set")
+	} else if limit > 0 {
+		log.Info("soft memory limit set from the container's", "bytes", limit, "ratio", o.MemoryLimitRatio)
 	}
 	ctx, cancel := signalContext()
 	defer cancel()

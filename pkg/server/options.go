@@ -195,6 +195,9 @@ func (o *Options) Validate() error {
 	if _, err := keys.ParseAlgorithm(o.KeyAlgorithm); err != nil {
 		errs = append(errs, err)
 	}
+	if o.MemoryLimitRatio < 0 || o.MemoryLimitRatio > 1 {
+		errs = append(errs, fmt.Errorf("--memory-limit-ratio %v must be in [0, 1]", o.MemoryLimitRatio))
+	}
 	for name, d := range map[string]time.Duration{
 		"--access-token-ttl": o.AccessTokenTTL, "--refresh-token-ttl": o.RefreshTokenTTL,
 		"--session-max-lifetime": o.SessionMaxLifetime, "--key-rotation-period": o.KeyRotationPeriod,
