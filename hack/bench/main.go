@@ -101,6 +101,10 @@ type config struct {
 	benchCount int
 	benchtime  string
 
+	// rotorAPIQPS is the in-process rotor's --api-qps (its burst twice
+	// that).
+	rotorAPIQPS float64
+
 	skipCrypto, skipRefresh, skipScale bool
 
 	// scaleOnly is `make bench-scale` (bigscale.go): --sessions seeded in
@@ -146,6 +150,7 @@ func main() {
 	flag.StringVar(&c.ccProfile, "cc-profile", "", "Directory to write a CPU profile of each client_credentials run to (<side>-<round>.pprof; the bench process: rotor or the bare handler, and the load generator), with the allocation profile before and after it (.allocs-0, .allocs-1: go tool pprof -diff_base); empty: none.")
 	flag.StringVar(&c.apiProfile, "apiserver-profile", "", "Directory to write CPU profiles of the kube-apiserver to (/debug/pprof/profile as the admin user), taken after the refresh rounds while the most clients of --clients refresh (apiserver-refresh.pprof), update the same RefreshTokens raw (apiserver-refreshtoken-put.pprof) and update the floor's Blobs (apiserver-floor-put.pprof), each load running for as long as its profile; empty: none. Read them with go tool pprof -top bin/k8s/kube-apiserver FILE.")
 	flag.IntVar(&c.apiProfileSeconds, "apiserver-profile-seconds", 15, "Length of each --apiserver-profile profile.")
+	flag.Float64Var(&c.rotorAPIQPS, "rotor-api-qps", 5000, "--api-qps of the in-process rotor of the refresh and client_credentials measurements (burst twice that): above what the API server takes, so that they measure rotor's cost and not its session client's limiter, whose default (500 a second per replica) is reported beside them.")
 	flag.IntVar(&c.benchCount, "bench-count", 3, "Rounds of the signing benchmarks (each test binary run once per round); medians are reported.")
 	flag.StringVar(&c.benchtime, "benchtime", "500ms", "-test.benchtime of each signing benchmark.")
 	flag.BoolVar(&c.skipCrypto, "skip-crypto", false, "Skip the signing benchmarks.")
@@ -201,6 +206,9 @@ func main() {
 	c.rawDeletes = min(c.rawDeletes, c.gcSessions)
 	if c.ccRequests < 0 || c.ccConc < 1 || c.ccRounds < 1 {
 		fatalf("--cc-requests must not be negative, --cc-clients and --cc-rounds must be positive")
+	}
+	if c.rotorAPIQPS <= 0 {
+		fatalf("--rotor-api-qps must be positive")
 	}
 	if c.rounds < 1 || c.refreshes < c.rounds || c.logins < 1 || c.loginConc < 1 || c.parallelism < 1 || (c.gcSessions > 0 && c.rawDeletes < 1) || c.expiryMargin < 0 {
 		fatalf("--rounds, --refreshes, --logins, --raw-deletes and the concurrency flags must be positive (refreshes >= rounds), --expiry-margin not negative")
