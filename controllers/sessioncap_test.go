@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,8 +352,7 @@ func BenchmarkSessionIndexMemory(b *testing.B) {
 					_ = col.apply(watch.Added, &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
 						Name: randomKey().name(), UID: uuid.NewUUID(), ResourceVersion: fmt.Sprint(1_000_000_000 + i),
 						CreationTimestamp: metav1.NewTime(now),
-						Annotations:       map[string]string{sessions.ExpiresAtAnnotation: now.Add(time.Hour).UTC().Format(time.RFC3339)},
-						Labels:            sessions.Labels(fmt.Sprintf("user-%d", i/c.perSubject), "web"),
+						Labels:            withExpiry(sessions.Labels(fmt.Sprintf("user-%d", i/c.perSubject), "web"), now.Add(time.Hour)),
 					}})
 				}
 				runtime.GC()
@@ -362,4 +362,9 @@ func BenchmarkSessionIndexMemory(b *testing.B) {
 			}
 		})
 	}
+}
+
+func withExpiry(labels map[string]string, t time.Time) map[string]string {
+	labels[sessions.ExpiresAtLabel] = strconv.FormatInt(t.Unix(), 10)
+	return labels
 }

@@ -575,30 +575,30 @@ func (c *SessionCollector) apply(t watch.EventType, obj any) error {
 	return nil
 }
 
-// entryOf reads a session's collection time from the annotations rotor
-// writes: revoked-at (plus RevokedRetention), else expires-at (the earlier
-// of the sliding and the absolute expiry). Without them due is 0 and the
-// spec is read when the collector gets to it. With a session limit it also
-// returns the subject label's digest to count the session under (nil
-// without a limit or a well-formed label).
+// entryOf reads a session's collection time from the labels rotor writes
+// (or the annotations of sessions written before them): revoked-at (plus
+// RevokedRetention), else expires-at (the earlier of the sliding and the
+// absolute expiry). Without them due is 0 and the spec is read when the
+// collector gets to it. With a session limit it also returns the subject
+// label's digest to count the session under (nil without a limit or a
+// well-formed label).
 func (c *SessionCollector) entryOf(m metav1.Object) (gcEntry, *[labelDigestBytes]byte) {
-	a := m.GetAnnotations()
+	l := m.GetLabels()
 	e := gcEntry{created: uint32(max(m.GetCreationTimestamp().Unix(), 0))}
 	rv, rvOK := parseRV(m.GetResourceVersion())
 	e.rv = rv
 	if !rvOK {
 		e.flags |= entryInexact
 	}
-	if t, err := time.Parse(time.RFC3339, a[sessions.RevokedAtAnnotation]); err == nil {
-		e.due = t.Add(c.RevokedRetention).Unix()
+	if t, ok := collectionTime(m, sessions.RevokedAtLabel, sessions.RevokedAtAnnotation); ok {
+		e.due = t + int64(c.RevokedRetention/time.Second)
 		e.flags |= entryRevoked
-	} else if t, err := time.Parse(time.RFC3339, a[sessions.ExpiresAtAnnotation]); err == nil {
-		e.due = t.Unix()
+	} else if t, ok := collectionTime(m, sessions.ExpiresAtLabel, sessions.ExpiresAtAnnotation); ok {
+		e.due = t
 	}
 	if c.MaxSessionsPerSubject <= 0 {
 		return e, nil
 	}
-	l := m.GetLabels()
 	subject, ok := parseDigest(l[identityv1alpha1.SubjectLabel])
 	if !ok {
 		return e, nil
@@ -607,6 +607,17 @@ func (c *SessionCollector) entryOf(m metav1.Object) (gcEntry, *[labelDigestBytes
 		e.client = binary.BigEndian.Uint32(client[:4])
 	}
 	return e, &subject
+}
+
+// collectionTime reads a time in unix seconds from label, or in RFC 3339
+// from the legacy annotation.
+func collectionTime(m metav1.Object, label, annotation string) (int64, bool) {
+	if v, ok := m.GetLabels()[label]; ok {
+		t, err := strconv.ParseInt(v, 10, 64)
+		return t, err == nil && t > 0
+	}
+	t, err := time.Parse(time.RFC3339, m.GetAnnotations()[annotation])
+	return t.Unix(), err == nil
 }
 
 // parseDigest reads a label value rotor wrote (sessions.LabelValue).

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -284,5 +285,41 @@ func BenchmarkSessionCollectorSync(b *testing.B) {
 		}
 		cancel()
 		<-done
+	}
+}
+
+// Collection times come from the labels rotor writes, or from the
+// annotations of sessions written before them; labels win.
+func TestSessionCollectionTimes(t *testing.T) {
+	exp := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	rev := exp.Add(-time.Hour)
+	unix := func(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
+	tests := []struct {
+		name        string
+		labels      map[string]string
+		annotations map[string]string
+		due         time.Time
+		revoked     bool
+	}{
+		{"the expiry label", map[string]string{sessions.ExpiresAtLabel: unix(exp)}, nil, exp, false},
+		{"a revoked session is due after the retention", map[string]string{sessions.ExpiresAtLabel: unix(exp), sessions.RevokedAtLabel: unix(rev)}, nil, rev.Add(30 * time.Minute), true},
+		{"the legacy annotation", nil, map[string]string{sessions.ExpiresAtAnnotation: exp.Format(time.RFC3339)}, exp, false},
+		{"the legacy revocation annotation", nil, map[string]string{sessions.ExpiresAtAnnotation: exp.Format(time.RFC3339), sessions.RevokedAtAnnotation: rev.Format(time.RFC3339)}, rev.Add(30 * time.Minute), true},
+		{"a label wins over an annotation", map[string]string{sessions.ExpiresAtLabel: unix(exp)}, map[string]string{sessions.ExpiresAtAnnotation: rev.Format(time.RFC3339)}, exp, false},
+		{"a label that is not a number leaves the spec to be read", map[string]string{sessions.ExpiresAtLabel: "soon"}, nil, time.Time{}, false},
+		{"neither leaves the spec to be read", nil, nil, time.Time{}, false},
+	}
+	c := &SessionCollector{RevokedRetention: 30 * time.Minute}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			e, _ := c.entryOf(&metav1.ObjectMeta{Name: "rt-x", ResourceVersion: "7", Labels: tt.labels, Annotations: tt.annotations})
+			want := int64(0)
+			if !tt.due.IsZero() {
+				want = tt.due.Unix()
+			}
+			g.Expect(e.due).To(Equal(want))
+			g.Expect(e.revoked()).To(Equal(tt.revoked))
+		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -560,7 +561,7 @@ func rawUpdater(ctx context.Context, kc client.Client, tokens []string) (func(w 
 		next.Spec.Rotations++
 		next.Spec.LastUsedAt = metav1.NewTime(now)
 		next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(7*24*time.Hour), next.Spec.AbsoluteExpiresAt.Time))
-		next.Annotations[sessions.ExpiresAtAnnotation] = next.Spec.ExpiresAt.UTC().Format(time.RFC3339)
+		next.Labels[sessions.ExpiresAtLabel] = strconv.FormatInt(next.Spec.ExpiresAt.Unix(), 10)
 		// As rotor's update does (sessions.Store.update): a list of one
 		// empty entry clears managedFields, so the object stays as small as
 		// rotor keeps it. A new slice each time: decoding the answer reuses

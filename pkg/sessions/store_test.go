@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -195,7 +196,8 @@ func TestAPrepareErrorWritesNothing(t *testing.T) {
 }
 
 // Sessions created before rotor labelled them gain the labels at their next
-// rotation, and from then on count against their subject's limit.
+// rotation, and from then on count against their subject's limit; the
+// legacy expiry annotation goes.
 func TestARotationLabelsAnUnlabelledSession(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.Namespace(t)
@@ -204,20 +206,26 @@ func TestARotationLabelsAnUnlabelledSession(t *testing.T) {
 	ctx := context.Background()
 	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "old-timer", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(created.Labels).To(Equal(sessions.Labels("old-timer", "cli")))
+	want := sessions.Labels("old-timer", "cli")
+	want[sessions.ExpiresAtLabel] = strconv.FormatInt(created.Spec.EndsAt().Unix(), 10)
+	g.Expect(created.Labels).To(Equal(want))
+	g.Expect(created.Annotations).To(BeEmpty())
 
-	// As an older rotor wrote it: no labels.
+	// As an older rotor wrote it: no labels, the expiry in an annotation.
 	rt := &identityv1alpha1.RefreshToken{}
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
 	rt.Labels = nil
+	rt.Annotations = map[string]string{sessions.ExpiresAtAnnotation: created.Spec.EndsAt().UTC().Format(time.RFC3339)}
 	g.Expect(env.Client.Update(ctx, rt)).To(Succeed())
 	store.Evict(rt.Name, "")
 
 	_, rotated, err := store.Rotate(ctx, tok, sessions.Refresh{})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(rotated.Labels).To(Equal(sessions.Labels("old-timer", "cli")))
+	want[sessions.ExpiresAtLabel] = strconv.FormatInt(rotated.Spec.EndsAt().Unix(), 10)
+	g.Expect(rotated.Labels).To(Equal(want))
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
-	g.Expect(rt.Labels).To(HaveKeyWithValue(identityv1alpha1.SubjectLabel, sessions.LabelValue("old-timer")))
+	g.Expect(rt.Labels).To(Equal(want))
+	g.Expect(rt.Annotations).To(BeEmpty(), "the legacy annotation is gone")
 }
 
 // The session's client decides at each refresh: its refresh-token lifetime
