@@ -29,9 +29,20 @@ const (
 	keyTableMinSize = 64
 	// A table grows by a quarter when it passes keyTableMaxLoad.
 	keyTableMaxLoad = 0.8
+	// keyTableHintLoad is the load of a table sized for a hint, leaving
+	// room for new sessions before it grows.
+	keyTableHintLoad = 0.75
 )
 
-func newKeyTable() keyTable { return keyTable{seed: maphash.MakeSeed()} }
+// newKeyTable returns a table with room for about hint entries before it
+// grows: a table built from a known count never holds two copies of itself.
+func newKeyTable(hint int) keyTable {
+	t := keyTable{seed: maphash.MakeSeed()}
+	if hint > 0 {
+		t.slots = make([]keySlot, max(keyTableMinSize, int(float64(hint)/keyTableHintLoad)))
+	}
+	return t
+}
 
 func (t *keyTable) len() int { return t.n }
 

@@ -18,7 +18,7 @@ func TestKeyTableAgreesWithAMap(t *testing.T) {
 	for i := range keys {
 		_, _ = rand.Read(keys[i][:])
 	}
-	table, want := newKeyTable(), map[sessionKey]gcEntry{}
+	table, want := newKeyTable(0), map[sessionKey]gcEntry{}
 	for op := range 200000 {
 		k := keys[rng.IntN(len(keys))]
 		switch rng.IntN(3) {
@@ -54,7 +54,7 @@ func TestKeyTableHoldsAMillionSessionsInUnder90BytesEach(t *testing.T) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	table := newKeyTable()
+	table := newKeyTable(0)
 	for i := range n {
 		var k sessionKey
 		_, _ = rand.Read(k[:])
@@ -66,4 +66,17 @@ func TestKeyTableHoldsAMillionSessionsInUnder90BytesEach(t *testing.T) {
 	t.Logf("%.0f bytes a session (%d slots for %d)", perSession, len(table.slots), table.len())
 	NewWithT(t).Expect(perSession).To(BeNumerically("<", 90), "a Go map of the same entries: about 150")
 	runtime.KeepAlive(&table)
+}
+
+func TestAKeyTableSizedForItsEntriesDoesNotGrow(t *testing.T) {
+	g := NewWithT(t)
+	table := newKeyTable(10000)
+	size := len(table.slots)
+	for i := range 10000 {
+		var k sessionKey
+		_, _ = rand.Read(k[:])
+		table.set(k, gcEntry{rv: uint64(i)})
+	}
+	g.Expect(table.len()).To(Equal(10000))
+	g.Expect(len(table.slots)).To(Equal(size), "no copy of the table was made")
 }

@@ -343,7 +343,7 @@ func BenchmarkSessionIndexMemory(b *testing.B) {
 			now := time.Now().Truncate(time.Second)
 			for b.Loop() {
 				col := &SessionCollector{Namespace: "x", Clock: clocktesting.NewFakeClock(now), RevokedRetention: time.Hour,
-					MaxSessionsPerSubject: c.limit, Log: logr.Discard(), index: newGCIndex(), wake: make(chan struct{}, 1)}
+					MaxSessionsPerSubject: c.limit, Log: logr.Discard(), index: newGCIndex(0), wake: make(chan struct{}, 1)}
 				var ms runtime.MemStats
 				runtime.GC()
 				runtime.ReadMemStats(&ms)

@@ -194,8 +194,9 @@ type subjectCount struct {
 
 const labelDigestBytes = sessions.LabelDigestBytes
 
-func newGCIndex() *gcIndex {
-	return &gcIndex{entries: newKeyTable(), named: map[string]gcEntry{}, ids: map[[labelDigestBytes]byte]uint32{}}
+// newGCIndex returns an index with room for about hint sessions.
+func newGCIndex(hint int) *gcIndex {
+	return &gcIndex{entries: newKeyTable(hint), named: map[string]gcEntry{}, ids: map[[labelDigestBytes]byte]uint32{}}
 }
 
 // sessionKey is a session name of the form rotor gives them ("rt-" and the
@@ -335,7 +336,7 @@ func (c *SessionCollector) Start(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	if c.index == nil {
-		c.index = newGCIndex()
+		c.index = newGCIndex(0)
 	}
 	c.mu.Unlock()
 	c.wake = make(chan struct{}, 1)
@@ -390,11 +391,15 @@ func (c *SessionCollector) listWatch() *gcListWatch {
 // the Reflector's own pager stops after one call.
 func (l *gcListWatch) ListWithContext(ctx context.Context, _ metav1.ListOptions) (runtime.Object, error) {
 	c := l.c
-	index := newGCIndex()
+	hint, err := l.count(ctx)
+	if err != nil {
+		return nil, err
+	}
+	index := newGCIndex(hint)
 	rv, err := l.stream(ctx, index)
 	if errors.Is(err, errNoStreamingList) {
 		logr.FromContextOrDiscard(ctx).Info("the API server refused a streaming list of sessions; listing them in pages", "reason", err.Error())
-		index = newGCIndex()
+		index = newGCIndex(hint)
 		rv, err = l.pages(ctx, index)
 	}
 	if err != nil {
@@ -404,6 +409,21 @@ func (l *gcListWatch) ListWithContext(ctx context.Context, _ metav1.ListOptions)
 	c.listed = index
 	c.mu.Unlock()
 	return &metav1.PartialObjectMetadataList{ListMeta: metav1.ListMeta{ResourceVersion: rv}}, nil
+}
+
+// count asks for one session to learn how many there are (the list's
+// remainingItemCount), so that the index is built at its size instead of
+// growing, and holding two copies of itself, a few dozen times on the way.
+func (l *gcListWatch) count(ctx context.Context) (int, error) {
+	page, err := l.res.List(ctx, metav1.ListOptions{Limit: 1})
+	if err != nil {
+		return 0, fmt.Errorf("counting sessions: %w", err)
+	}
+	n := len(page.Items)
+	if r := page.RemainingItemCount; r != nil && *r > 0 {
+		n += int(*r)
+	}
+	return n, nil
 }
 
 // errNoStreamingList marks an API server that does not serve streaming lists.
@@ -527,7 +547,7 @@ func (s gcStore) Replace(items []any, _ string) error {
 	c.listed = nil
 	c.mu.Unlock()
 	if index == nil {
-		index = newGCIndex()
+		index = newGCIndex(0)
 	}
 	for _, obj := range items {
 		m, err := meta.Accessor(obj)
