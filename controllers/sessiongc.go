@@ -81,12 +81,13 @@ func init() {
 // (resourceVersion, collection time, creation time, subject and client
 // label digests), and the collector sleeps until the earliest collection
 // time. The index holds no pointers (names in rotor's form are kept as
-// their 16 bytes, in a keyTable): measured with BenchmarkSessionIndexMemory
-// and TestKeyTableHoldsAMillionSessionsInUnder90BytesEach, about 73 bytes a
-// session at 200,000 sessions and 70 at 1,000,000, plus about 50 bytes for
-// each subject under a session limit; in a Go map it was 100 and 156 (the
-// map's load factor varies with its size), and before the entries were
-// compacted 200 and 264.
+// their 16 bytes, in a keyTable of 40-byte slots): measured with
+// BenchmarkSessionIndexMemory and
+// TestKeyTableHoldsAMillionSessionsInUnder70BytesEach, about 60 bytes a
+// session at 200,000 and 58 at 1,000,000 as the watch delivers them (53
+// when the list sized the table), plus about 50 bytes for each subject under
+// a session limit; in a Go map it was 100 and 156 (the map's load factor
+// varies with its size), and before the entries were compacted 200 and 264.
 //
 // Deletes carry a resourceVersion precondition, so a session
 // refreshed at the moment it expires is never deleted: the failed
@@ -136,14 +137,14 @@ type SessionCollector struct {
 	listed *gcIndex
 }
 
-// gcEntry is what the index keeps of a session: 32 bytes and no pointers
-// (the resourceVersion parsed from its canonical form). The delete's
+// gcEntry is what the index keeps of a session (packed in a keySlot): no
+// pointers (the resourceVersion parsed from its canonical form). The delete's
 // precondition is the resourceVersion alone: a session recreated under the
 // same name has another.
 type gcEntry struct {
 	rv uint64
 	// due is when the session may be deleted (unix seconds); 0 means the
-	// annotations were missing and the spec must be read.
+	// labels were missing and the spec must be read.
 	due int64
 	// created is the creationTimestamp (unix seconds).
 	created uint32
@@ -250,11 +251,20 @@ func (x *gcIndex) each(f func(k sessionKey, name string, e gcEntry)) {
 	}
 }
 
+// full reports that subject has no id and none is left (keyTable slots hold
+// ids up to maxSubjectID).
+func (x *gcIndex) full(subject [labelDigestBytes]byte) bool {
+	_, known := x.ids[subject]
+	return !known && len(x.free) == 0 && len(x.subjects) >= maxSubjectID
+}
+
 // put sets a session's entry, counted under subject when that is not nil,
 // and returns its subject's live sessions (0 when not counted).
 func (x *gcIndex) put(name string, e gcEntry, subject *[labelDigestBytes]byte) int32 {
 	x.remove(name)
-	if subject == nil {
+	if subject == nil || x.full(*subject) {
+		// Not counted; past maxSubjectID subjects (half a billion) the
+		// limit is not enforced for new ones.
 		e.subject = 0
 		x.set(name, e)
 		return 0
