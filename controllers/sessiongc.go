@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -121,6 +122,17 @@ type SessionCollector struct {
 	PageSize int64
 	// Workers delete in parallel.
 	Workers int
+	// DeleteRate bounds the deletes of sessions that ended, per second (0:
+	// no bound). An ended session is already refused, so it can wait;
+	// the API server's capacity is the live clients'. Measured with a
+	// million sessions stored on 2 cores, 8 unbounded workers deleted 143
+	// a second and cut the refreshes of 8 clients from 455 to 151 a
+	// second (p99 65 to 292 ms): at that size a delete cost the API server
+	// about two refreshes. Evictions over the session limit are not
+	// bounded by it: they keep the limit and follow logins, which have
+	// limits of their own.
+	DeleteRate float64
+	limiter    *rate.Limiter
 	// MaxSessionsPerSubject bounds the live sessions of one subject; 0
 	// disables the limit (and the per-subject counts).
 	MaxSessionsPerSubject int
@@ -343,6 +355,9 @@ func (c *SessionCollector) Start(ctx context.Context) error {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 8
+	}
+	if c.DeleteRate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(c.DeleteRate), max(1, int(c.DeleteRate/10)))
 	}
 	c.mu.Lock()
 	if c.index == nil {
@@ -777,6 +792,11 @@ func (c *SessionCollector) collect(ctx context.Context) time.Time {
 		go func() {
 			defer wg.Done()
 			for it := range work {
+				if c.limiter != nil && !it.evict {
+					if err := c.limiter.Wait(ctx); err != nil {
+						continue
+					}
+				}
 				if !c.delete(ctx, it, now) {
 					failed.Store(true)
 				}

@@ -324,3 +324,20 @@ func TestSessionCollectionTimes(t *testing.T) {
 		})
 	}
 }
+
+// DeleteRate paces the deletes of ended sessions (an ended session is
+// refused already), so a backlog leaves the API server to live clients.
+func TestSessionCollectorDeletesAtItsRate(t *testing.T) {
+	g := NewWithT(t)
+	f := newGCFixture(t, 500)
+	f.collector.DeleteRate = 20 // a burst of 2, then one every 50 ms
+	for i := range 30 {
+		f.login(t, fmt.Sprintf("user-%02d", i))
+	}
+	f.clock.Step(2 * time.Hour)
+	start := time.Now()
+	f.start(t)
+	g.Eventually(func(g Gomega) []string { return f.names(g) }, "20s", "20ms").Should(BeEmpty())
+	// A lower bound only: a loaded machine can be slower, never faster.
+	g.Expect(time.Since(start)).To(BeNumerically(">=", 1300*time.Millisecond), "30 deletes at 20 a second after a burst of 2")
+}

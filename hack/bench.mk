@@ -49,14 +49,14 @@ bench: build control-plane ## Load-test rotor (refresh vs the API server's limit
 # defragmentation, the API server's RSS per stored session, and `rotor
 # serve`'s RSS and time to ready and to its collector's first full list with
 # every session stored (waiting up to --rotor-wait, 10m). Then, unless
-# --gc-expiring 0, that rotor's collector deletes --gc-expiring (50,000)
+# --gc-expiring 0, that rotor's collector deletes --gc-expiring (15,000, at its default --session-gc-rate of 50 a second)
 # more sessions expiring together while --gc-clients (8) logged-in clients
 # refresh through it: the delete rate, and the refresh p50/p99 during the
 # collection beside an equally long window right after it. The run stops if
 # the API server's RSS passes --apiserver-rss-limit-gib (16). About 15-20
 # minutes and 12+ GiB of memory at 1,000,000; a quick look (4 minutes):
 #
-#   make bench-scale BENCH_SCALE_FLAGS='--sessions 50000 --gc-expiring 20000'
+#   make bench-scale BENCH_SCALE_FLAGS='--sessions 50000 --gc-expiring 5000'
 
 BENCH_SCALE_FLAGS ?=
 BENCH_SCALE_OUT ?= hack/bench-scale-results.md

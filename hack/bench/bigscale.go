@@ -572,7 +572,7 @@ func measureBigScale(ctx context.Context, c config, r *report) error {
 	table := r.markdown()
 	fmt.Println(table)
 	if c.out != "" {
-		doc := fmt.Sprintf("# rotor scale benchmark results\n\n`make bench-scale`, %s. Regenerate with `make bench-scale` (15-20 minutes at 1,000,000 sessions; BENCH_SCALE_FLAGS='--sessions 50000 --gc-expiring 20000' for a quick look). Per-session figures subtract the empty control plane's.\n\n%s\n",
+		doc := fmt.Sprintf("# rotor scale benchmark results\n\n`make bench-scale`, %s. Regenerate with `make bench-scale` (15-20 minutes at 1,000,000 sessions; BENCH_SCALE_FLAGS='--sessions 50000 --gc-expiring 5000' for a quick look). Per-session figures subtract the empty control plane's.\n\n%s\n",
 			time.Now().UTC().Format("2006-01-02 15:04 MST"), table)
 		if werr := os.WriteFile(c.out, []byte(doc), 0o644); werr != nil {
 			return errors.Join(err, werr)

@@ -38,6 +38,9 @@ type Options struct {
 	DefaultClientID    string
 	ClockSkew          time.Duration
 	RevokedRetention   time.Duration
+	// SessionGCRate bounds the collector's deletes of ended sessions per
+	// second (0: none).
+	SessionGCRate float64
 
 	MaxSessionsPerSubject       int
 	SessionsPerSubjectBurst     int
@@ -104,6 +107,7 @@ func DefaultOptions() Options {
 		Audience:                 "rotor",
 		ClockSkew:                2 * time.Minute,
 		RevokedRetention:         time.Hour,
+		SessionGCRate:            50,
 		KeyAlgorithm:             string(keys.ES256),
 		KeyRotationPeriod:        24 * time.Hour,
 		KeyPrepublish:            time.Hour,
@@ -145,6 +149,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Audience, "audience", o.Audience, "The aud that /userinfo accepts. Which audiences a client's tokens carry is the OAuthClient's spec.audiences.")
 	fs.StringVar(&o.DefaultClientID, "default-client-id", o.DefaultClientID, "OAuthClient (in --namespace) that token requests without client_id are made by; it must be Public. Empty: client_id is required.")
 	fs.DurationVar(&o.ClockSkew, "clock-skew", o.ClockSkew, "Allowed clock skew when verifying tokens.")
+	fs.Float64Var(&o.SessionGCRate, "session-gc-rate", o.SessionGCRate, "Deletes of ended (expired, or revoked and retained) sessions per second, at most; 0: no bound. Ended sessions are refused already: deleting them slowly leaves the API server to the live clients.")
 	fs.DurationVar(&o.RevokedRetention, "revoked-session-retention", o.RevokedRetention, "How long revoked sessions stay visible (kubectl get rt) before garbage collection deletes them.")
 	fs.IntVar(&o.MaxSessionsPerSubject, "max-sessions-per-subject", o.MaxSessionsPerSubject, "Live sessions one subject (account or ServiceAccount) may hold. Beyond it the leader deletes the oldest session of the same client, or the subject's oldest, shortly after the new one is created (rotor_sessions_evicted_total). Revoked sessions and sessions created before rotor labelled them do not count. Keep it above twice the replicas of the largest Deployment sharing one ServiceAccount (a pod holds one or two exchanged sessions). 0 disables the limit.")
 	fs.IntVar(&o.SessionsPerSubjectBurst, "sessions-per-subject-burst", o.SessionsPerSubjectBurst, "New sessions (successful logins and token exchanges) one subject may create in a burst, on each replica; over it they are answered 429 with Retry-After and create nothing. 0 disables the limit.")
@@ -194,6 +199,9 @@ func (o *Options) Validate() error {
 	}
 	if _, err := keys.ParseAlgorithm(o.KeyAlgorithm); err != nil {
 		errs = append(errs, err)
+	}
+	if o.SessionGCRate < 0 {
+		errs = append(errs, fmt.Errorf("--session-gc-rate %v must not be negative", o.SessionGCRate))
 	}
 	if o.MemoryLimitRatio < 0 || o.MemoryLimitRatio > 1 {
 		errs = append(errs, fmt.Errorf("--memory-limit-ratio %v must be in [0, 1]", o.MemoryLimitRatio))

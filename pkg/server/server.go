@@ -306,6 +306,7 @@ func (w *wiring) collector() error {
 		Namespace:        w.o.Namespace,
 		Clock:            w.o.Clock,
 		RevokedRetention: w.o.RevokedRetention,
+		DeleteRate:       w.o.SessionGCRate,
 		Log:              w.log.WithName("session-gc"),
 
 		MaxSessionsPerSubject: w.o.MaxSessionsPerSubject,
