@@ -435,6 +435,9 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 	r.add("stored session", "size of a refreshed session as the API server stores it in etcd (JSON, managedFields included)", fmt.Sprintf("**%d B**", session.total), "≤ 1024 B", check(session.total <= 1024))
 	r.add("stored session", "where its bytes go", session.String(), "", "")
 	r.add("stored session", "the floor's Blob as stored, for comparison", fmt.Sprintf("%d B: %s", fl.stored.total, fl.stored), "", "")
+	if live, err := decodedSize(session.raw); err == nil {
+		r.add("stored session", "a refreshed session decoded as the API server's watch cache holds it (unstructured, Go heap per object)", fmt.Sprintf("**%d B** (the floor's Blob: %s)", live, orNA(decodedSize(fl.stored.raw))), "", "")
+	}
 	if idle.elapsed > 0 {
 		r.add("control plane", "CPU while idle between phases (included in every CPU per write above)",
 			fmt.Sprintf("API server %.1f%%, etcd %.1f%% of a core (%s sampled)", 100*idle.cpu.api.Seconds()/idle.elapsed.Seconds(), 100*idle.cpu.etcd.Seconds()/idle.elapsed.Seconds(), idle.elapsed.Round(time.Second)), "", "")
