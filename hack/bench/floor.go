@@ -258,16 +258,36 @@ func (s storedSize) String() string {
 // resource: the cost per stored session that grows the API server, beyond
 // its watch cache's own bookkeeping and its garbage collector's headroom.
 func decodedSize(raw []byte) (int, error) {
+	return heapPerObject(func() (any, error) {
+		var obj map[string]any
+		// As the API server decodes a custom resource: ints as int64.
+		err := utiljson.Unmarshal(raw, &obj)
+		return obj, err
+	})
+}
+
+// typedSize is the same for a session decoded into rotor's Go type, as an
+// API server of rotor's own (an aggregated one) would hold it.
+func typedSize(raw []byte) (int, error) {
+	return heapPerObject(func() (any, error) {
+		obj := &identityv1alpha1.RefreshToken{}
+		err := json.Unmarshal(raw, obj)
+		return obj, err
+	})
+}
+
+func heapPerObject(decode func() (any, error)) (int, error) {
 	const n = 20000
-	objs := make([]map[string]any, n)
+	objs := make([]any, n)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for i := range objs {
-		// As the API server decodes a custom resource: ints as int64.
-		if err := utiljson.Unmarshal(raw, &objs[i]); err != nil {
+		obj, err := decode()
+		if err != nil {
 			return 0, err
 		}
+		objs[i] = obj
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

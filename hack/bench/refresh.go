@@ -436,7 +436,7 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 	r.add("stored session", "where its bytes go", session.String(), "", "")
 	r.add("stored session", "the floor's Blob as stored, for comparison", fmt.Sprintf("%d B: %s", fl.stored.total, fl.stored), "", "")
 	if live, err := decodedSize(session.raw); err == nil {
-		r.add("stored session", "a refreshed session decoded as the API server's watch cache holds it (unstructured, Go heap per object)", fmt.Sprintf("**%d B** (the floor's Blob: %s)", live, orNA(decodedSize(fl.stored.raw))), "", "")
+		r.add("stored session", "a refreshed session decoded as the API server's watch cache holds it (unstructured, Go heap per object)", fmt.Sprintf("**%d B** (the floor's Blob: %s; rotor's Go type, as an API server of its own would hold it: %s)", live, orNA(decodedSize(fl.stored.raw)), orNA(typedSize(session.raw))), "", "")
 	}
 	if idle.elapsed > 0 {
 		r.add("control plane", "CPU while idle between phases (included in every CPU per write above)",
