@@ -357,7 +357,9 @@ func (c *SessionCollector) Start(ctx context.Context) error {
 		c.Workers = 8
 	}
 	if c.DeleteRate > 0 {
-		c.limiter = rate.NewLimiter(rate.Limit(c.DeleteRate), max(1, int(c.DeleteRate/10)))
+		// No burst: evenly spaced deletes delay a refresh queued behind
+		// them by one delete at most.
+		c.limiter = rate.NewLimiter(rate.Limit(c.DeleteRate), 1)
 	}
 	c.mu.Lock()
 	if c.index == nil {
