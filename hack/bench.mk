@@ -49,7 +49,7 @@ bench: build control-plane ## Load-test rotor (refresh vs the API server's limit
 # defragmentation, the API server's RSS per stored session, and `rotor
 # serve`'s RSS and time to ready and to its collector's first full list with
 # every session stored (waiting up to --rotor-wait, 10m). Then, unless
-# --gc-expiring 0, that rotor's collector deletes --gc-expiring (15,000, at its default --session-gc-rate of 50 a second)
+# --gc-expiring 0, that rotor's collector deletes --gc-expiring (7,500, at its default --session-gc-rate of 25 a second)
 # more sessions expiring together while --gc-clients (8) logged-in clients
 # refresh through it: the delete rate, and the refresh p50/p99 during the
 # collection beside an equally long window right after it. The run stops if

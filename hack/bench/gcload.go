@@ -151,7 +151,7 @@ func gcUnderLoad(ctx context.Context, c config, p *proc, meta metadata.Interface
 	during := load.window(gc.first, gc.last)
 	quiet := load.window(gc.last.Add(time.Second), gc.last.Add(after))
 	rate := float64(g) / d.Seconds()
-	r.add("garbage collection", fmt.Sprintf("rotor's collector (--session-gc-rate: its default, 50 a second), %s of %s sessions expiring at once, %d clients refreshing", thousands(g), thousands(stored+g), c.gcClients),
+	r.add("garbage collection", fmt.Sprintf("rotor's collector (--session-gc-rate: its default, 25 a second), %s of %s sessions expiring at once, %d clients refreshing", thousands(g), thousands(stored+g), c.gcClients),
 		fmt.Sprintf("**%.0f deletes/s** (%s from the first to the last delete; first delete seen %s after the expiry; rotor RSS max %s)",
 			rate, d.Round(100*time.Millisecond), gc.first.Sub(expiry).Round(100*time.Millisecond), mib(gc.rss)), "", "")
 	r.add("garbage collection", "refresh latency during the collection", latencies(during, d), "", "")

@@ -107,7 +107,7 @@ func DefaultOptions() Options {
 		Audience:                 "rotor",
 		ClockSkew:                2 * time.Minute,
 		RevokedRetention:         time.Hour,
-		SessionGCRate:            50,
+		SessionGCRate:            25,
 		KeyAlgorithm:             string(keys.ES256),
 		KeyRotationPeriod:        24 * time.Hour,
 		KeyPrepublish:            time.Hour,
