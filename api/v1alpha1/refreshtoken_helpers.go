@@ -106,8 +106,9 @@ func validHash(h string) bool {
 		return false
 	}
 	for i := range len(h) {
-		c := h[i]
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		switch c := h[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		default:
 			return false
 		}
 	}
