@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,10 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	"rotor.dev/rotor/config/crd"
-	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/dev/controlplane"
 	rotorscheme "rotor.dev/rotor/pkg/scheme"
 	"rotor.dev/rotor/pkg/sessions"
@@ -290,16 +287,8 @@ func runBigScale(ctx context.Context, c config, r *report) (err error) {
 		return err
 	}
 	// The account the live clients of the collection log in as.
-	password := rand.Text()
-	manifest, err := accounts.Manifest(benchUser, scaleNamespace, []string{"bench"}, []byte(password))
+	password, err := createAccount(ctx, kc, scaleNamespace)
 	if err != nil {
-		return err
-	}
-	secret := &corev1.Secret{}
-	if err := yaml.UnmarshalStrict(manifest, secret); err != nil {
-		return err
-	}
-	if err := kc.Create(ctx, secret); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "rotor-bench-scale-")
@@ -315,8 +304,8 @@ func runBigScale(ctx context.Context, c config, r *report) (err error) {
 	if err != nil {
 		return err
 	}
-	kcPath := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
+	kcPath, err := writeKubeconfig(dir, kubeconfig)
+	if err != nil {
 		return err
 	}
 	maint := &etcdMaint{url: sp.etcdURL, hc: &http.Client{Timeout: 10 * time.Minute}}

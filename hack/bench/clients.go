@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/url"
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
@@ -15,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
+	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/oauthclients"
 	"rotor.dev/rotor/pkg/server"
 )
@@ -58,6 +61,21 @@ func confidentialClientSpec(grants ...identityv1alpha1.GrantType) identityv1alph
 // createClient applies what `rotor client create` prints for client name
 // in namespace (the OAuthClient, and a Confidential client's Secret holding
 // the hash of its secret) and returns the secret ("" for a Public client).
+// createAccount stores the account benchUser (group bench) in namespace
+// with a random password, and returns the password.
+func createAccount(ctx context.Context, kc client.Client, namespace string) (string, error) {
+	password := rand.Text()
+	manifest, err := accounts.Manifest(benchUser, namespace, []string{"bench"}, []byte(password))
+	if err != nil {
+		return "", err
+	}
+	secret := &corev1.Secret{}
+	if err := yaml.UnmarshalStrict(manifest, secret); err != nil {
+		return "", err
+	}
+	return password, kc.Create(ctx, secret)
+}
+
 func createClient(ctx context.Context, kc client.Client, namespace, name string, spec identityv1alpha1.OAuthClientSpec) (string, error) {
 	m, err := oauthclients.Manifests(name, namespace, spec)
 	if err != nil {

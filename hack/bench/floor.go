@@ -467,13 +467,7 @@ func parallelUntil(n int, stop <-chan struct{}, op func(worker int) error) run {
 				lat = append(lat, time.Since(t))
 			}
 			mu.Lock()
-			res.lat = append(res.lat, lat...)
-			if err != nil {
-				res.errs++
-				if res.firstErr == nil {
-					res.firstErr = err
-				}
-			}
+			res.add(lat, err)
 			mu.Unlock()
 		}()
 	}

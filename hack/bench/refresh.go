@@ -25,10 +25,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	identityv1alpha1 "rotor.dev/rotor/api/v1alpha1"
-	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/dev/controlplane"
 	rotorscheme "rotor.dev/rotor/pkg/scheme"
 	"rotor.dev/rotor/pkg/server"
@@ -48,6 +46,18 @@ type run struct {
 	lat      []time.Duration
 	errs     int
 	firstErr error
+}
+
+// add records one worker's latencies and the error that stopped it (nil:
+// none); the caller holds the lock the workers share.
+func (r *run) add(lat []time.Duration, err error) {
+	r.lat = append(r.lat, lat...)
+	if err != nil {
+		r.errs++
+		if r.firstErr == nil {
+			r.firstErr = err
+		}
+	}
 }
 
 func (r *run) merge(o run) {
@@ -92,15 +102,10 @@ func parallel(n, total int, op func(worker int) error) run {
 		go func() {
 			defer wg.Done()
 			lat := make([]time.Duration, 0, per)
-			var errs int
-			var first error
+			var err error
 			for range per {
 				t := time.Now()
-				if err := op(w); err != nil {
-					errs++
-					if first == nil {
-						first = err
-					}
+				if err = op(w); err != nil {
 					// A failed refresh may leave the client without a
 					// valid token: this worker stops.
 					break
@@ -108,11 +113,7 @@ func parallel(n, total int, op func(worker int) error) run {
 				lat = append(lat, time.Since(t))
 			}
 			mu.Lock()
-			res.lat = append(res.lat, lat...)
-			res.errs += errs
-			if res.firstErr == nil {
-				res.firstErr = first
-			}
+			res.add(lat, err)
 			mu.Unlock()
 		}()
 	}
@@ -205,16 +206,8 @@ func runInProcess(ctx context.Context, c config, cp *controlplane.ControlPlane, 
 	if err := kc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: refreshNamespace}}); err != nil {
 		return err
 	}
-	password := rand.Text()
-	manifest, err := accounts.Manifest(benchUser, refreshNamespace, []string{"bench"}, []byte(password))
+	password, err := createAccount(ctx, kc, refreshNamespace)
 	if err != nil {
-		return err
-	}
-	secret := &corev1.Secret{}
-	if err := yaml.UnmarshalStrict(manifest, secret); err != nil {
-		return err
-	}
-	if err := kc.Create(ctx, secret); err != nil {
 		return err
 	}
 	// The clients, before rotor starts: the default (Public) one, the

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,9 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
-	"rotor.dev/rotor/pkg/accounts"
 	"rotor.dev/rotor/pkg/dev/controlplane"
 	rotorscheme "rotor.dev/rotor/pkg/scheme"
 	"rotor.dev/rotor/pkg/server"
@@ -307,16 +304,8 @@ func runReplicas(ctx context.Context, c config, cp *controlplane.ControlPlane, r
 	if _, err := createClient(ctx, kc, replicaNamespace, defaultClientID, publicClientSpec()); err != nil {
 		return err
 	}
-	password := rand.Text()
-	manifest, err := accounts.Manifest(benchUser, replicaNamespace, []string{"bench"}, []byte(password))
+	password, err := createAccount(ctx, kc, replicaNamespace)
 	if err != nil {
-		return err
-	}
-	secret := &corev1.Secret{}
-	if err := yaml.UnmarshalStrict(manifest, secret); err != nil {
-		return err
-	}
-	if err := kc.Create(ctx, secret); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "rotor-bench-replicas-")
@@ -328,8 +317,8 @@ func runReplicas(ctx context.Context, c config, cp *controlplane.ControlPlane, r
 	if err != nil {
 		return err
 	}
-	kcPath := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
+	kcPath, err := writeKubeconfig(dir, kubeconfig)
+	if err != nil {
 		return err
 	}
 	bin, err := filepath.Abs(c.rotorBin)
@@ -466,13 +455,7 @@ func replicaRound(ctx context.Context, set *replicaSet, meter *cpuMeter, counter
 			mu.Lock()
 			defer mu.Unlock()
 			counts[w] = len(lat)
-			res.lat = append(res.lat, lat...)
-			if err != nil {
-				res.errs++
-				if res.firstErr == nil {
-					res.firstErr = err
-				}
-			}
+			res.add(lat, err)
 		}()
 	}
 	wg.Wait()

@@ -101,8 +101,8 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	if err != nil {
 		return err
 	}
-	kcPath := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
+	kcPath, err := writeKubeconfig(dir, kubeconfig)
+	if err != nil {
 		return err
 	}
 	counter, err := newAPICounter(cp.Config)
@@ -431,13 +431,7 @@ func pool(conc, from, to int, stopAt time.Time, op func(i int) error) (res run, 
 				lat = append(lat, time.Since(t))
 			}
 			mu.Lock()
-			res.lat = append(res.lat, lat...)
-			if err != nil {
-				res.errs++
-				if res.firstErr == nil {
-					res.firstErr = err
-				}
-			}
+			res.add(lat, err)
 			mu.Unlock()
 		}()
 	}
@@ -530,6 +524,13 @@ func countSessions(ctx context.Context, meta metadata.Interface, namespace strin
 		n += len(l.Items)
 	}
 	return n, nil
+}
+
+// writeKubeconfig writes kubeconfig into dir, for `rotor serve` processes,
+// and returns its path.
+func writeKubeconfig(dir string, kubeconfig []byte) (string, error) {
+	p := filepath.Join(dir, "kubeconfig")
+	return p, os.WriteFile(p, kubeconfig, 0o600)
 }
 
 // rotorProcess starts `rotor serve` as a separate process against the

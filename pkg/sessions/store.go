@@ -585,14 +585,11 @@ func (s *Store) rotated(rt *identityv1alpha1.RefreshToken, now time.Time, ttl ti
 	next.Spec.Rotations++
 	next.Spec.LastUsedAt = metav1.NewTime(now)
 	next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(cmp.Or(ttl, s.cfg.RefreshTTL)), rt.Spec.AbsoluteExpiresAt.Time))
-	setCollectionLabels(next)
+	setCollectionLabels(next) // the labels map exists from here on
 	// A session from before rotor labelled sessions gains its labels with
 	// the write it gets anyway, and from then on counts against its
 	// subject's limit.
 	if next.Labels[identityv1alpha1.SubjectLabel] == "" || next.Labels[identityv1alpha1.ClientLabel] == "" {
-		if next.Labels == nil {
-			next.Labels = map[string]string{}
-		}
 		maps.Copy(next.Labels, Labels(next.Spec.Subject, next.Spec.ClientID))
 	}
 	return next, secret
