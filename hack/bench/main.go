@@ -92,6 +92,10 @@ type config struct {
 	// ccProfile is where CPU and allocation profiles of the
 	// client_credentials runs go.
 	ccProfile string
+	// refreshProfile is where CPU and allocation profiles of the bench
+	// process (in-process rotor and load generator) during each measured
+	// rotor refresh and raw update run go.
+	refreshProfile string
 	// apiProfile is where CPU profiles of the API server during the
 	// refresh, RefreshToken-PUT and floor-PUT loads go; apiProfileSeconds
 	// long each.
@@ -134,8 +138,8 @@ func main() {
 	flag.StringVar(&c.out, "out", "hack/bench-results.md", "Markdown file the results table is written to (empty: stdout only).")
 	flag.StringVar(&c.rotorBin, "rotor-bin", "bin/rotor", "rotor binary for the scale and GC measurements (a separate process, as deployed).")
 	flag.StringVar(&clients, "clients", "1,8", "Concurrency levels of the refresh measurement: clients refreshing their own session back to back.")
-	flag.IntVar(&c.refreshes, "refreshes", 3000, "Refreshes per concurrency level, and as many raw updates (split over the rounds).")
-	flag.IntVar(&c.rounds, "rounds", 2, "Alternate rotor and raw runs this many times, so that load from elsewhere on a shared machine hits both alike.")
+	flag.IntVar(&c.refreshes, "refreshes", 6000, "Refreshes per concurrency level, and as many raw updates and floor updates (split over the rounds).")
+	flag.IntVar(&c.rounds, "rounds", 6, "Alternate rotor, raw and floor runs this many times, each round starting with the next kind, so that load from elsewhere on a shared machine hits them alike; the ratios to the floor are medians of the rounds' (a multiple of 3 gives each kind every place in the order equally often).")
 	flag.IntVar(&c.logins, "logins", 40, "Password logins (bcrypt cost 10); they also create the sessions the refresh clients hold.")
 	flag.IntVar(&c.loginConc, "login-concurrency", 2, "Concurrent password logins.")
 	flag.IntVar(&c.sessions, "sessions", 100000, "Largest number of stored sessions for the RSS measurement (also measured: 0 and a tenth).")
@@ -148,6 +152,7 @@ func main() {
 	flag.IntVar(&c.ccConc, "cc-clients", 8, "Concurrent clients of the client_credentials measurement (keep-alive HTTP).")
 	flag.IntVar(&c.ccRounds, "cc-rounds", 10, "Alternate rotor and bare client_credentials runs this many times (the order swapped each round); the median of the rounds' ratios is reported.")
 	flag.StringVar(&c.ccProfile, "cc-profile", "", "Directory to write a CPU profile of each client_credentials run to (<side>-<round>.pprof; the bench process: rotor or the bare handler, and the load generator), with the allocation profile before and after it (.allocs-0, .allocs-1: go tool pprof -diff_base); empty: none.")
+	flag.StringVar(&c.refreshProfile, "refresh-profile", "", "Directory to write a CPU profile of the bench process (in-process rotor and load generator) during each measured run of rotor refreshes and of raw updates to (rotor-<clients>-<round>.pprof, raw-<clients>-<round>.pprof), with allocation profiles as --cc-profile; empty: none.")
 	flag.StringVar(&c.apiProfile, "apiserver-profile", "", "Directory to write CPU profiles of the kube-apiserver to (/debug/pprof/profile as the admin user), taken after the refresh rounds while the most clients of --clients refresh (apiserver-refresh.pprof), update the same RefreshTokens raw (apiserver-refreshtoken-put.pprof) and update the floor's Blobs (apiserver-floor-put.pprof), each load running for as long as its profile; empty: none. Read them with go tool pprof -top bin/k8s/kube-apiserver FILE.")
 	flag.IntVar(&c.apiProfileSeconds, "apiserver-profile-seconds", 15, "Length of each --apiserver-profile profile.")
 	flag.Float64Var(&c.rotorAPIQPS, "rotor-api-qps", 5000, "--api-qps of the in-process rotor of the refresh and client_credentials measurements (burst twice that): above what the API server takes, so that they measure rotor's cost and not its session client's limiter, whose default (500 a second per replica) is reported beside them.")

@@ -314,13 +314,50 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 	type level struct {
 		rotor, raw, floor measured
 		api               requestCounts
+		// rtRatios and rotRatios are each round's RefreshToken PUT ÷ floor
+		// and rotor refresh ÷ floor.
+		rtRatios, rotRatios []float64
 	}
 	byLevel := map[int]*level{}
-	var fl *floor
-	var session storedSize
 	// idle is the control plane's CPU while nothing of ours runs: the
 	// background in every CPU-per-write figure.
 	var idle measured
+	// warm lets the eviction watch deliver what an earlier run changed (a
+	// late event would evict the entry the warm-up writes), then refreshes
+	// every session of n clients once outside any measurement, so that each
+	// measured refresh is warm.
+	warm := func(n int) error {
+		quiet, _ := timed(meter, func() (run, error) {
+			t := time.Now()
+			time.Sleep(time.Second)
+			return run{elapsed: time.Since(t)}, nil
+		})
+		idle.merge(quiet)
+		if w := parallel(n, n, func(w int) error { return refresh(ctx, ic, tokens, w) }); w.errs > 0 {
+			return fmt.Errorf("warm-up refresh: %w", w.firstErr)
+		}
+		time.Sleep(200 * time.Millisecond)
+		return nil
+	}
+	// A session as rotor leaves it after a refresh, and the floor sized to
+	// match it.
+	if err := warm(slices.Max(c.clients)); err != nil {
+		return err
+	}
+	raw, err := etcd.get(ctx, sessionKey(tokens[0]))
+	if err != nil {
+		return fmt.Errorf("reading a stored session: %w", err)
+	}
+	session, err := measureStored(raw)
+	if err != nil {
+		return err
+	}
+	progress("a stored session is %d bytes; creating %d Blobs as large", session.total, slices.Max(c.clients))
+	fl, err := newFloor(ctx, cp.Config, kc, etcd, refreshNamespace, slices.Max(c.clients), session.total)
+	if err != nil {
+		return fmt.Errorf("floor: %w", err)
+	}
+	kinds := []string{"rotor", "raw", "floor"}
 	for round := range c.rounds {
 		for _, n := range c.clients {
 			lv := byLevel[n]
@@ -329,70 +366,56 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 				byLevel[n] = lv
 			}
 			per := max(1, c.refreshes/(c.rounds*n))
-			progress("round %d/%d, %d clients: %d rotor refreshes, then %d raw updates, then %d floor updates", round+1, c.rounds, n, per*n, per*n, per*n)
-
-			// The raw updates of the previous run changed these objects;
-			// give the eviction watch time to deliver them all (a late one
-			// would evict the entry the warm-up writes), then refresh once
-			// outside the window so every measured refresh is warm.
-			quiet, _ := timed(meter, func() (run, error) {
-				t := time.Now()
-				time.Sleep(time.Second)
-				return run{elapsed: time.Since(t)}, nil
-			})
-			idle.merge(quiet)
-			warm := parallel(n, n, func(w int) error { return refresh(ctx, ic, tokens, w) })
-			if warm.errs > 0 {
-				return fmt.Errorf("warm-up refresh: %w", warm.firstErr)
-			}
-			time.Sleep(200 * time.Millisecond)
-			before, err := counter.snapshot(ctx)
-			if err != nil {
-				return err
-			}
-			rot, _ := timed(meter, func() (run, error) {
-				return parallel(n, per*n, func(w int) error { return refresh(ctx, ic, tokens, w) }), nil
-			})
-			after, err := counter.snapshot(ctx)
-			if err != nil {
-				return err
-			}
-			lv.rotor.merge(rot)
-			lv.api.add(after.minus(before))
-
-			if fl == nil {
-				// A session as rotor leaves it after a refresh, and the
-				// floor sized to match it.
-				raw, err := etcd.get(ctx, sessionKey(tokens[0]))
+			// Each round starts with another kind, so that no kind always
+			// follows the same one (the API server may still be busy with
+			// the run before: garbage collection, watch delivery).
+			order := append(slices.Clone(kinds[round%3:]), kinds[:round%3]...)
+			progress("round %d/%d, %d clients: %d each of %s", round+1, c.rounds, n, per*n, strings.Join(order, ", "))
+			var this struct{ rotor, raw, floor measured }
+			for _, kind := range order {
+				stopProfile, err := startProfile(c.refreshProfile, fmt.Sprintf("%s-%d-%d.pprof", kind, n, round+1))
 				if err != nil {
-					return fmt.Errorf("reading a stored session: %w", err)
-				}
-				if session, err = measureStored(raw); err != nil {
 					return err
 				}
-				progress("a stored session is %d bytes; creating %d Blobs as large", session.total, slices.Max(c.clients))
-				if fl, err = newFloor(ctx, cp.Config, kc, etcd, refreshNamespace, slices.Max(c.clients), session.total); err != nil {
-					return fmt.Errorf("floor: %w", err)
+				switch kind {
+				case "rotor":
+					if err := warm(n); err != nil {
+						return err
+					}
+					before, err := counter.snapshot(ctx)
+					if err != nil {
+						return err
+					}
+					this.rotor, _ = timed(meter, func() (run, error) {
+						return parallel(n, per*n, func(w int) error { return refresh(ctx, ic, tokens, w) }), nil
+					})
+					after, err := counter.snapshot(ctx)
+					if err != nil {
+						return err
+					}
+					lv.api.add(after.minus(before))
+				case "raw":
+					rawOp, err := rawUpdater(ctx, kc, tokens[:n])
+					if err != nil {
+						return err
+					}
+					if this.raw, err = timed(meter, func() (run, error) { return checked("raw updates", parallel(n, per*n, rawOp)) }); err != nil {
+						return err
+					}
+				case "floor":
+					if this.floor, err = timed(meter, func() (run, error) {
+						return checked("floor updates", parallel(n, per*n, func(w int) error { return fl.update(ctx, w) }))
+					}); err != nil {
+						return err
+					}
 				}
+				stopProfile()
 			}
-
-			rawOp, err := rawUpdater(ctx, kc, tokens[:n])
-			if err != nil {
-				return err
-			}
-			raw, err := timed(meter, func() (run, error) { return checked("raw updates", parallel(n, per*n, rawOp)) })
-			if err != nil {
-				return err
-			}
-			lv.raw.merge(raw)
-
-			flo, err := timed(meter, func() (run, error) {
-				return checked("floor updates", parallel(n, per*n, func(w int) error { return fl.update(ctx, w) }))
-			})
-			if err != nil {
-				return err
-			}
-			lv.floor.merge(flo)
+			lv.rotor.merge(this.rotor)
+			lv.raw.merge(this.raw)
+			lv.floor.merge(this.floor)
+			lv.rtRatios = append(lv.rtRatios, this.raw.rate()/this.floor.rate())
+			lv.rotRatios = append(lv.rotRatios, this.rotor.rate()/this.floor.rate())
 		}
 	}
 	for _, n := range c.clients {
@@ -413,15 +436,19 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 		r.add(area, "rotor ÷ limit", fmt.Sprintf("**%.2f**", ratio), target, verdict)
 		r.add(area, fmt.Sprintf("floor: raw conditional Update of a minimal custom resource (%s.%s: one string field, no validation but its type, no CEL, defaults, annotations or labels) stored in as many bytes as a session (%d B)", floorKind, floorGroup, fl.size),
 			lv.floor.String(), "", "")
-		rtRatio, rotRatio := lv.raw.rate()/lv.floor.rate(), lv.rotor.rate()/lv.floor.rate()
-		r.add(area, "RefreshToken PUT ÷ floor (throughput; in brackets the floor's API-server CPU per write ÷ the RefreshToken PUT's)",
-			fmt.Sprintf("**%.2f** (CPU %s)", rtRatio, cpuRatio(lv.floor, lv.raw)), "≥ 0.9", check(rtRatio >= 0.9))
+		// The verdicts go by the median of the rounds' ratios: a burst of
+		// load from elsewhere on a shared machine hits one round, and within
+		// a round all three kinds ran back to back.
+		rtRatio, rotRatio := median(lv.rtRatios), median(lv.rotRatios)
+		rounds := fmt.Sprintf("median of %d rounds' ratios, the kinds' order rotating each round", len(lv.rtRatios))
+		r.add(area, fmt.Sprintf("RefreshToken PUT ÷ floor (throughput, %s; in brackets the rounds' range, the ratio of the merged rates, and the floor's API-server CPU per write ÷ the RefreshToken PUT's)", rounds),
+			fmt.Sprintf("**%.2f** (rounds %s; merged %.2f; CPU %s)", rtRatio, spread(lv.rtRatios), lv.raw.rate()/lv.floor.rate(), cpuRatio(lv.floor, lv.raw)), "≥ 0.9", check(rtRatio >= 0.9))
 		target, verdict = "", ""
 		if n == 8 {
 			target, verdict = "≥ 0.85 at 8 clients", check(rotRatio >= 0.85)
 		}
-		r.add(area, "rotor refresh ÷ floor (throughput; in brackets the floor's API-server CPU per write ÷ the refresh's)",
-			fmt.Sprintf("**%.2f** (CPU %s)", rotRatio, cpuRatio(lv.floor, lv.rotor)), target, verdict)
+		r.add(area, fmt.Sprintf("rotor refresh ÷ floor (throughput, %s; in brackets as above, CPU the floor's ÷ the refresh's)", rounds),
+			fmt.Sprintf("**%.2f** (rounds %s; merged %.2f; CPU %s)", rotRatio, spread(lv.rotRatios), lv.rotor.rate()/lv.floor.rate(), cpuRatio(lv.floor, lv.rotor)), target, verdict)
 		r.add("API requests", fmt.Sprintf("per warm refresh, %d client%s, %s (apiserver_request_total of %s)", n, map[bool]string{true: "s", false: ""}[n > 1], authn, strings.Join(rotorResources, ", ")),
 			lv.api.perOp(lv.rotor.ops, "PUT", "GET"), "1 update (PUT), 0 GET", check(exactly(lv.api, lv.rotor.ops, "PUT")))
 	}
@@ -441,6 +468,11 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 		}
 	}
 	return nil
+}
+
+// spread is the range of v.
+func spread(v []float64) string {
+	return fmt.Sprintf("%.2f–%.2f", slices.Min(v), slices.Max(v))
 }
 
 // cpuRatio is a's API-server CPU per write over b's.
