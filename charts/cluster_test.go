@@ -585,7 +585,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	g.Expect(sessions).To(HaveLen(1))
 	g.Expect(sessions[0].Spec.Subject).To(Equal("alice"))
 	g.Expect(sessions[0].Spec.ClientID).To(Equal("rotor"))
-	g.Expect(sessions[0].Spec.Rotations).To(Equal(int64(0)))
+	g.Expect(sessions[0].Spec.Session.Rotations).To(Equal(int64(0)))
 
 	// Refresh: a new pair, the session rotated in place.
 	status, refreshed := postToken(t, base, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {login.RefreshToken}})
@@ -595,7 +595,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	g.Expect(refreshed.AccessToken).NotTo(Equal(login.AccessToken))
 	sessions = listRefreshTokens(t, ns)
 	g.Expect(sessions).To(HaveLen(1))
-	g.Expect(sessions[0].Spec.Rotations).To(Equal(int64(1)))
+	g.Expect(sessions[0].Spec.Session.Rotations).To(Equal(int64(1)))
 	session := sessions[0]
 
 	// Garbage collection: a revoked session is deleted after its retention.
@@ -734,7 +734,7 @@ func TestChartInstallRunUpgradeUninstall(t *testing.T) {
 	sessions = listRefreshTokens(t, ns)
 	g.Expect(sessions).To(HaveLen(1))
 	g.Expect(sessions[0].UID).To(Equal(session.UID))
-	g.Expect(sessions[0].Spec.Rotations).To(Equal(int64(2)))
+	g.Expect(sessions[0].Spec.Session.Rotations).To(Equal(int64(2)))
 	for _, obj := range []client.Object{
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotor"}},

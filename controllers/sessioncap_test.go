@@ -170,10 +170,12 @@ func TestSessionLimitDeletesTheOldestSessionsOfTheSubject(t *testing.T) {
 	legacy := &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "rt-legacy"},
 		Spec: identityv1alpha1.RefreshTokenSpec{
-			Subject: "alice", ClientID: "web", Session: identityv1alpha1.Session{
+			Subject: "alice", ClientID: "web",
+			State:     identityv1alpha1.SessionActive,
+			ExpiresAt: metav1.NewTime(f.clock.Now().Add(time.Hour)),
+			Session: identityv1alpha1.Session{
 				Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword,
-				SecretHash: strings.Repeat("A", 43), State: identityv1alpha1.SessionActive,
-				ExpiresAt: metav1.NewTime(f.clock.Now().Add(time.Hour)), AbsoluteExpiresAt: metav1.NewTime(f.clock.Now().Add(time.Hour)),
+				SecretHash: strings.Repeat("A", 43), AbsoluteExpiresAt: metav1.NewTime(f.clock.Now().Add(time.Hour)),
 				LastUsedAt: metav1.NewTime(f.clock.Now()),
 			},
 		},

@@ -925,13 +925,13 @@ func (c *SessionCollector) bySpec(ctx context.Context, it gcItem, now time.Time)
 		}
 		return "", false, false
 	}
-	revoked = rt.Spec.RevokedAt != nil
+	revoked = rt.Spec.Session.RevokedAt != nil
 	if it.evict {
 		return rt.ResourceVersion, revoked, !revoked
 	}
 	due := rt.Spec.EndsAt()
 	if revoked {
-		due = rt.Spec.RevokedAt.Add(c.RevokedRetention)
+		due = rt.Spec.Session.RevokedAt.Add(c.RevokedRetention)
 	}
 	return rt.ResourceVersion, revoked, !due.After(now)
 }

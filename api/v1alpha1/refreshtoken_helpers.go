@@ -1,16 +1,82 @@
 package v1alpha1
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// sessionFields is Session without its JSON methods.
+type sessionFields Session
+
+// MarshalJSON writes the session as one JSON string that holds its JSON
+// object, so that the API server decodes, coerces and validates one string
+// per write rather than a dozen fields (see RefreshTokenSpec).
+func (s Session) MarshalJSON() ([]byte, error) {
+	inner, err := json.Marshal(sessionFields(s))
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(string(inner))
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, or the JSON object an earlier
+// rotor stored (whose state and expiresAt RefreshTokenSpec.UnmarshalJSON
+// lifts into the spec).
+func (s *Session) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var inner string
+		if err := json.Unmarshal(b, &inner); err != nil {
+			return err
+		}
+		b = []byte(inner)
+	}
+	var f sessionFields
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	*s = Session(f)
+	return nil
+}
+
+// UnmarshalJSON decodes the spec as MarshalJSON of Session leaves it, or as
+// an earlier rotor stored it: session an object holding state and
+// expiresAt, which are lifted into the spec. The next rotation stores the
+// session in today's shape.
+func (s *RefreshTokenSpec) UnmarshalJSON(b []byte) error {
+	type plain RefreshTokenSpec
+	if err := json.Unmarshal(b, (*plain)(s)); err != nil {
+		return err
+	}
+	if s.State != "" && !s.ExpiresAt.IsZero() {
+		return nil
+	}
+	var earlier struct {
+		Session struct {
+			State     SessionState `json:"state"`
+			ExpiresAt metav1.Time  `json:"expiresAt"`
+		} `json:"session"`
+	}
+	// A session that is a string fails to decode here: nothing to lift.
+	if json.Unmarshal(b, &earlier) == nil {
+		if s.State == "" {
+			s.State = earlier.Session.State
+		}
+		if s.ExpiresAt.IsZero() {
+			s.ExpiresAt = earlier.Session.ExpiresAt
+		}
+	}
+	return nil
+}
 
 // EndsAt is when the session can no longer be refreshed unless it is
 // refreshed first: the earlier of the sliding and the absolute expiry.
 func (s *RefreshTokenSpec) EndsAt() time.Time {
-	if s.AbsoluteExpiresAt.Before(&s.ExpiresAt) {
-		return s.AbsoluteExpiresAt.Time
+	if s.Session.AbsoluteExpiresAt.Before(&s.ExpiresAt) {
+		return s.Session.AbsoluteExpiresAt.Time
 	}
 	return s.ExpiresAt.Time
 }
@@ -60,38 +126,38 @@ func (s *RefreshTokenSpec) Validate() error {
 			}
 		}
 	}
-	checkSet("session.groups", s.Groups, 0, MaxGroups, MaxGroupLength)
-	checkSet("session.audience", s.Audience, 1, MaxAudiences, MaxAudienceLength)
-	if !validScope(s.Scope) {
+	checkSet("session.groups", s.Session.Groups, 0, MaxGroups, MaxGroupLength)
+	checkSet("session.audience", s.Session.Audience, 1, MaxAudiences, MaxAudienceLength)
+	if !validScope(s.Session.Scope) {
 		bad("session.scope", "not scope-tokens separated by single spaces, at most %d characters (RFC 6749 section 3.3)", MaxScopeLength)
 	}
-	switch s.Method {
+	switch s.Session.Method {
 	case AuthMethodPassword, AuthMethodServiceAccount:
 	default:
 		bad("session.method", "not Password or ServiceAccount")
 	}
-	if !validHash(s.SecretHash) {
+	if !validHash(s.Session.SecretHash) {
 		bad("session.secretHash", "not a base64url SHA-256 (43 characters)")
 	}
-	if s.PreviousSecretHash != "" && !validHash(s.PreviousSecretHash) {
+	if s.Session.PreviousSecretHash != "" && !validHash(s.Session.PreviousSecretHash) {
 		bad("session.previousSecretHash", "not a base64url SHA-256 (43 characters)")
 	}
 	switch s.State {
 	case SessionActive, SessionRevoked:
 	default:
-		bad("session.state", "not Active or Revoked")
+		bad("state", "not Active or Revoked")
 	}
 	for field, t := range map[string]time.Time{
-		"session.expiresAt": s.ExpiresAt.Time, "session.absoluteExpiresAt": s.AbsoluteExpiresAt.Time, "session.lastUsedAt": s.LastUsedAt.Time,
+		"expiresAt": s.ExpiresAt.Time, "session.absoluteExpiresAt": s.Session.AbsoluteExpiresAt.Time, "session.lastUsedAt": s.Session.LastUsedAt.Time,
 	} {
 		if t.IsZero() {
 			bad(field, "missing")
 		}
 	}
-	if s.Rotations < 0 {
+	if s.Session.Rotations < 0 {
 		bad("session.rotations", "negative")
 	}
-	switch s.RevocationReason {
+	switch s.Session.RevocationReason {
 	case "", RevocationRevoked, RevocationReuse, RevocationAccountDisabled:
 	default:
 		bad("session.revocationReason", "not Revoked, Reuse or AccountDisabled")

@@ -61,14 +61,16 @@ const (
 // coordination.k8s.io Lease, so that a login is one create and a refresh is
 // one conditional update, with no status round trip.
 //
-// The API server validates only what it selects on, subject and clientID;
-// the rest is session, which rotor alone writes and checks on every read
-// (Session.Validate). Measured on kube-apiserver v1.37, the schema's
-// per-property validation was the largest cost of a write that a plain
-// custom resource does not pay: about 10% of the API server's CPU for 15
-// properties, growing with their square. What it protected against is a
-// mistaken `kubectl edit` of a session, and rotor refuses a session it
-// cannot read or that fails its checks as it would a revoked one.
+// The API server sees five fields: subject and clientID, which it selects
+// on; state and expiresAt, which kubectl prints; and session, everything
+// else, as one JSON string that rotor alone writes and checks on every read
+// (Validate). Measured on kube-apiserver v1.37, every field of a custom
+// resource costs the API server on every write, in decoding, schema
+// coercion, validation and ratcheting, even a field it does not validate:
+// a session of 15 fields cost it about 15% more CPU per write than one
+// string field of the same size. What a schema of every field protected
+// against is a mistaken `kubectl edit` of a session; rotor refuses a session
+// it cannot read, or that fails its checks, as it would a revoked one.
 type RefreshTokenSpec struct {
 	// subject is the authenticated identity: an account's username, or
 	// system:serviceaccount:<namespace>:<name>. It becomes the sub claim.
@@ -85,19 +87,34 @@ type RefreshTokenSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	ClientID string `json:"clientID"`
 
-	// session is the state of the session: its groups, audience and scope,
-	// the hashes of its current and previous refresh token, its state and
-	// expiry. The API server stores it unvalidated (see RefreshTokenSpec);
-	// `kubectl explain` cannot describe its fields, the Session type does.
+	// state is Active or Revoked. Optional to the API server only, so that
+	// it accepts a session written by an earlier rotor (whose state was in
+	// session); rotor requires it.
+	// +optional
+	// +kubebuilder:validation:Enum=Active;Revoked
+	State SessionState `json:"state,omitempty"`
+
+	// expiresAt is the sliding expiry: each refresh moves it forward by the
+	// refresh-token lifetime, never past session.absoluteExpiresAt.
+	// Optional to the API server only, as state is.
+	// +optional
+	ExpiresAt metav1.Time `json:"expiresAt,omitzero"`
+
+	// session is the rest of the session, as a JSON string: its groups,
+	// audience and scope, how it authenticated, the hashes of its current and
+	// previous refresh token, its absolute expiry, rotations and revocation.
+	// The Session type describes its fields; `kubectl get rt NAME -o
+	// jsonpath='{.spec.session}' | jq` shows them. The API server stores it
+	// unvalidated (a session written by an earlier rotor has an object here).
 	// +required
-	// +kubebuilder:validation:Type=object
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:pruning:PreserveUnknownFields
-	Session `json:"session"`
+	Session Session `json:"session"`
 }
 
-// Session is the part of a session that only rotor reads. Its limits are
-// checked by Validate, not by the API server.
+// Session is the part of a session that only rotor reads, stored as one
+// JSON string (see MarshalJSON). Its limits are checked by
+// RefreshTokenSpec.Validate, not by the API server.
 type Session struct {
 	// groups are the subject's groups at login, copied into access tokens:
 	// at most 64, each 1-256 characters.
@@ -131,15 +148,6 @@ type Session struct {
 	// replaced. Presenting that secret again is a replay (reuse detection).
 	// +optional
 	PreviousSecretHash string `json:"previousSecretHash,omitempty"`
-
-	// state is Active or Revoked.
-	// +required
-	State SessionState `json:"state"`
-
-	// expiresAt is the sliding expiry: each refresh moves it forward by the
-	// refresh-token lifetime, never past absoluteExpiresAt.
-	// +required
-	ExpiresAt metav1.Time `json:"expiresAt"`
 
 	// absoluteExpiresAt is the time the session ends however often it is
 	// refreshed.
@@ -176,9 +184,8 @@ type Session struct {
 // +kubebuilder:selectablefield:JSONPath=".spec.clientID"
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=".spec.subject"
 // +kubebuilder:printcolumn:name="Client",type=string,JSONPath=".spec.clientID"
-// +kubebuilder:printcolumn:name="Rotations",type=integer,JSONPath=".spec.session.rotations"
-// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=".spec.session.expiresAt"
-// +kubebuilder:printcolumn:name="State",type=string,JSONPath=".spec.session.state"
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=".spec.state"
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=".spec.expiresAt"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=".metadata.creationTimestamp"
 type RefreshToken struct {
 	metav1.TypeMeta `json:",inline"`

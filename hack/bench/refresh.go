@@ -585,10 +585,10 @@ func rawUpdater(ctx context.Context, kc client.Client, tokens []string) (func(w 
 	return func(w int) error {
 		now := time.Now().Truncate(time.Second)
 		next := objs[w].DeepCopy()
-		next.Spec.PreviousSecretHash = randomHash()
-		next.Spec.Rotations++
-		next.Spec.LastUsedAt = metav1.NewTime(now)
-		next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(7*24*time.Hour), next.Spec.AbsoluteExpiresAt.Time))
+		next.Spec.Session.PreviousSecretHash = randomHash()
+		next.Spec.Session.Rotations++
+		next.Spec.Session.LastUsedAt = metav1.NewTime(now)
+		next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(7*24*time.Hour), next.Spec.Session.AbsoluteExpiresAt.Time))
 		next.Labels[sessions.ExpiresAtLabel] = strconv.FormatInt(next.Spec.ExpiresAt.Unix(), 10)
 		// As rotor's update does (sessions.Store.update): a list of one
 		// empty entry clears managedFields, so the object stays as small as

@@ -12,9 +12,11 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"rotor.dev/rotor/pkg/ratelimit"
@@ -140,8 +143,18 @@ func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (
 		return nil, fmt.Errorf("accounts: limiter: %w", err)
 	}
 
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: HTTP client: %w", err)
+	}
+	dynamic, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: REST mapper: %w", err)
+	}
 	c, err := cache.New(cfg, cache.Options{
+		HTTPClient:        httpClient,
 		Scheme:            scheme,
+		Mapper:            secretsFirst{RESTMapper: dynamic, secrets: secretMapper()},
 		DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
 		ByObject: map[client.Object]cache.ByObject{
 			// The API server filters by type, so other Secrets never reach
@@ -176,6 +189,30 @@ func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (
 		cost:      h.dummyCost,
 		clock:     opts.Clock,
 	}, nil
+}
+
+// secretsFirst answers for Secrets from a fixed mapping and asks the
+// dynamic mapper about anything else: every lookup lists from the cache,
+// every refresh looks its account up, and the cache maps the list's kind
+// each time, which the dynamic mapper does across every API group.
+type secretsFirst struct {
+	meta.RESTMapper
+	secrets meta.RESTMapper
+}
+
+func (m secretsFirst) RESTMapping(gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
+	if gk.Group == corev1.GroupName && (gk.Kind == "Secret" || gk.Kind == "SecretList") {
+		return m.secrets.RESTMapping(gk, versions...)
+	}
+	return m.RESTMapper.RESTMapping(gk, versions...)
+}
+
+// secretMapper maps core/v1 Secrets and their list (as discovery would).
+func secretMapper() meta.RESTMapper {
+	m := meta.NewDefaultRESTMapper([]schema.GroupVersion{corev1.SchemeGroupVersion})
+	m.Add(corev1.SchemeGroupVersion.WithKind("Secret"), meta.RESTScopeNamespace)
+	m.Add(corev1.SchemeGroupVersion.WithKind("SecretList"), meta.RESTScopeNamespace)
+	return m
 }
 
 func indexUsername(o client.Object) []string {
@@ -260,8 +297,10 @@ func (s *Store) find(username string) (rec record, st lookupStatus, secrets []st
 		return record{}, statusMissing, nil, nil
 	}
 	var list corev1.SecretList
+	// Read-only: nothing below changes the cached Secrets, so they are not
+	// copied.
 	if err := s.cache.List(context.Background(), &list, client.InNamespace(s.ns),
-		client.MatchingFields{usernameIndex: username}); err != nil {
+		client.MatchingFields{usernameIndex: username}, client.UnsafeDisableDeepCopy); err != nil {
 		return record{}, statusMissing, nil, fmt.Errorf("accounts: listing cached Secrets: %w", err)
 	}
 	var matches []*corev1.Secret

@@ -69,8 +69,8 @@ func TestARefreshRevokesTheSessionOfADisabledOrDeletedAccount(t *testing.T) {
 			rt := &identityv1alpha1.RefreshToken{}
 			g.Expect(env.Client.Get(context.Background(), keyOf(ns, sessionName(current.RefreshToken)), rt)).To(Succeed())
 			g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
-			g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationAccountDisabled))
-			g.Expect(rt.Spec.RevokedAt).NotTo(BeNil())
+			g.Expect(rt.Spec.Session.RevocationReason).To(Equal(identityv1alpha1.RevocationAccountDisabled))
+			g.Expect(rt.Spec.Session.RevokedAt).NotTo(BeNil())
 			g.Expect(rt.Labels).To(HaveKey(sessions.RevokedAtLabel), "garbage collection sees the revocation")
 			g.Expect(revokedSessions(g, identityv1alpha1.RevocationAccountDisabled)).To(Equal(revokedBefore + 1))
 			g.Eventually(func() []eventsv1.Event { return eventsAbout(g, ns, rt.Name) }).Should(ContainElement(And(
@@ -132,7 +132,7 @@ func TestARefreshOutsideTheExchangePolicyIsRefusedWithoutRevoking(t *testing.T) 
 	rt := &identityv1alpha1.RefreshToken{}
 	g.Expect(env.Client.Get(context.Background(), keyOf(ns, sessionName(reply.RefreshToken)), rt)).To(Succeed())
 	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionActive))
-	g.Expect(rt.Spec.Rotations).To(BeZero())
+	g.Expect(rt.Spec.Session.Rotations).To(BeZero())
 	g.Expect(allowing.refresh(t, reply.RefreshToken).Status).To(Equal(http.StatusOK), "the session still works where the policy allows it")
 }
 

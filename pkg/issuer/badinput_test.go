@@ -1170,20 +1170,20 @@ func TestBadInputStoredSessionIsNoCredential(t *testing.T) {
 		}
 	}
 	// What it holds instead: the SHA-256 of the current and previous secret.
-	g.Expect(obj.Spec.SecretHash).To(Equal(sha(secretBytes(current.RefreshToken))))
-	g.Expect(obj.Spec.PreviousSecretHash).To(Equal(sha(secretBytes(first.RefreshToken))))
+	g.Expect(obj.Spec.Session.SecretHash).To(Equal(sha(secretBytes(current.RefreshToken))))
+	g.Expect(obj.Spec.Session.PreviousSecretHash).To(Equal(sha(secretBytes(first.RefreshToken))))
 
-	hashBytes, err := base64.RawURLEncoding.DecodeString(obj.Spec.SecretHash)
+	hashBytes, err := base64.RawURLEncoding.DecodeString(obj.Spec.Session.SecretHash)
 	g.Expect(err).NotTo(HaveOccurred())
 	time.Sleep(300 * time.Millisecond) // the start-up lists, as in the tables
 	tb := &badTable{r: r, ns: ns, path: "/token", allow: http.MethodPost, cacheControl: "no-store",
 		secrets: slices.Concat([]string{badAlicePW}, tokenSecrets(first), tokenSecrets(current))}
 	derived := []struct{ what, token string }{
-		{"the stored hash", name + "." + obj.Spec.SecretHash},
-		{"the stored previous hash", name + "." + obj.Spec.PreviousSecretHash},
+		{"the stored hash", name + "." + obj.Spec.Session.SecretHash},
+		{"the stored previous hash", name + "." + obj.Spec.Session.PreviousSecretHash},
 		{"the SHA-256 of the stored hash", name + "." + sha(hashBytes)},
 		{"the stored hash with its first character changed",
-			name + "." + b64Next(obj.Spec.SecretHash[0]) + obj.Spec.SecretHash[1:]},
+			name + "." + b64Next(obj.Spec.Session.SecretHash[0]) + obj.Spec.Session.SecretHash[1:]},
 	}
 	var rows []badRow
 	for _, d := range derived {

@@ -102,7 +102,7 @@ func TestClientLibraryThroughExpiriesAndAKeyRotation(t *testing.T) {
 	g.Expect(logins.Load()).To(BeEquivalentTo(1))
 	g.Expect(refreshes.Load()).To(BeEquivalentTo(expiries), "one refresh per expiry, for 20 concurrent callers")
 	g.Expect(sessionsOf(t, ns)).To(HaveLen(1))
-	g.Expect(sessionsOf(t, ns)[0].Spec.Rotations).To(BeEquivalentTo(expiries))
+	g.Expect(sessionsOf(t, ns)[0].Spec.Session.Rotations).To(BeEquivalentTo(expiries))
 }
 
 // rotateSigningKey asks the controller to rotate at once.

@@ -127,7 +127,7 @@ func TestServiceAccountTokenExchange(t *testing.T) {
 			}
 		}
 		g.Expect(session).NotTo(BeNil())
-		g.Expect(session.Spec.Method).To(Equal(identityv1alpha1.AuthMethodServiceAccount))
+		g.Expect(session.Spec.Session.Method).To(Equal(identityv1alpha1.AuthMethodServiceAccount))
 		r.Clock.Step(time.Minute)
 		g.Expect(r.refresh(t, reply.RefreshToken).Status).To(Equal(http.StatusOK),
 			"the session refreshes like a password login")
@@ -258,7 +258,7 @@ func TestAWorkloadSessionEndsWhenTheExchangedTokenDoes(t *testing.T) {
 	g.Expect(reply.Status).To(Equal(http.StatusOK), "%+v", reply)
 	rt, err := session(t, ns, reply.RefreshToken)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(rt.Spec.AbsoluteExpiresAt.Time).To(BeTemporally("==", claims.ExpiresAt.Time),
+	g.Expect(rt.Spec.Session.AbsoluteExpiresAt.Time).To(BeTemporally("==", claims.ExpiresAt.Time),
 		"not the 30 days of --session-max-lifetime: a deleted ServiceAccount cannot refresh past its token")
 
 	clock := r.Clock

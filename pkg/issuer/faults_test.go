@@ -211,7 +211,7 @@ func TestRestartWithAColdCacheKeepsEverySessionAndKey(t *testing.T) {
 			rt, err := session(t, ns, c[0])
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionActive))
-			g.Expect(rt.Spec.Rotations).To(Equal(int64(len(c))), "the chain's rotations plus b's one")
+			g.Expect(rt.Spec.Session.Rotations).To(Equal(int64(len(c))), "the chain's rotations plus b's one")
 			// The token b handed out is the session's one live token.
 			g.Expect(b.refresh(t, next[i]).Status).To(Equal(http.StatusOK))
 		}
@@ -225,7 +225,7 @@ func TestRestartWithAColdCacheKeepsEverySessionAndKey(t *testing.T) {
 		rt, err := session(t, ns, login.RefreshToken)
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
-		g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationReuse))
+		g.Expect(rt.Spec.Session.RevocationReason).To(Equal(identityv1alpha1.RevocationReuse))
 		g.Expect(b.refresh(t, replayed.RefreshToken).Error).To(Equal("invalid_grant"))
 	})
 }
@@ -397,10 +397,10 @@ func raceRefreshAndRevoke(t *testing.T, ns string, iterations int, login, refres
 		rt, err := session(t, ns, l.RefreshToken)
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked), "iteration %d", i)
-		g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationRevoked), "iteration %d", i)
+		g.Expect(rt.Spec.Session.RevocationReason).To(Equal(identityv1alpha1.RevocationRevoked), "iteration %d", i)
 		if refreshed.Status == http.StatusOK {
 			refreshWon++
-			g.Expect(rt.Spec.Rotations).To(Equal(int64(1)))
+			g.Expect(rt.Spec.Session.Rotations).To(Equal(int64(1)))
 			for _, r := range []*replica{refresher, revoker} {
 				again := r.refresh(t, refreshed.RefreshToken)
 				g.Expect(again.Error).To(Equal("invalid_grant"),
@@ -409,7 +409,7 @@ func raceRefreshAndRevoke(t *testing.T, ns string, iterations int, login, refres
 		} else {
 			revokeWon++
 			g.Expect(refreshed.Error).To(Equal("invalid_grant"))
-			g.Expect(rt.Spec.Rotations).To(Equal(int64(0)))
+			g.Expect(rt.Spec.Session.Rotations).To(Equal(int64(0)))
 		}
 		g.Expect(refresher.refresh(t, l.RefreshToken).Error).To(Equal("invalid_grant"))
 	}

@@ -115,12 +115,12 @@ func (i *Issuer) introspectRefresh(w http.ResponseWriter, r *http.Request, token
 		writeError(w, i.internal(r, "introspecting", err))
 		return
 	}
-	if !found || !c.Ready || !c.AllowsGrant(GrantRefreshToken) || !c.AllowsAudience(s.Audience) {
+	if !found || !c.Ready || !c.AllowsGrant(GrantRefreshToken) || !c.AllowsAudience(s.Session.Audience) {
 		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
 	writeJSON(w, http.StatusOK, introspection{
-		Active: true, TokenType: "refresh_token", Subject: s.Subject, Audience: s.Audience, ClientID: s.ClientID, Scope: s.Scope,
-		Issuer: i.cfg.URL, Expiry: s.EndsAt().Unix(), IssuedAt: s.LastUsedAt.Unix(), Groups: s.Groups, Username: s.Subject,
+		Active: true, TokenType: "refresh_token", Subject: s.Subject, Audience: s.Session.Audience, ClientID: s.ClientID, Scope: s.Session.Scope,
+		Issuer: i.cfg.URL, Expiry: s.EndsAt().Unix(), IssuedAt: s.Session.LastUsedAt.Unix(), Groups: s.Session.Groups, Username: s.Subject,
 	})
 }

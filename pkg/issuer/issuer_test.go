@@ -65,7 +65,7 @@ func TestTwoDevicesRefreshIndependently(t *testing.T) {
 	g.Expect(items).To(HaveLen(2))
 	rotations := map[string]int64{}
 	for _, s := range items {
-		rotations[s.Name] = s.Spec.Rotations
+		rotations[s.Name] = s.Spec.Session.Rotations
 	}
 	g.Expect(rotations).To(Equal(map[string]int64{
 		sessionName(laptop.RefreshToken): 2,
@@ -109,7 +109,7 @@ func TestReuseOfARotatedTokenRevokesTheSession(t *testing.T) {
 	rt := &identityv1alpha1.RefreshToken{}
 	g.Expect(env.Client.Get(context.Background(), keyOf(ns, sessionName(first.RefreshToken)), rt)).To(Succeed())
 	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
-	g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationReuse))
+	g.Expect(rt.Spec.Session.RevocationReason).To(Equal(identityv1alpha1.RevocationReuse))
 	// The thief cannot be told from the owner: the current token dies too.
 	g.Expect(r.refresh(t, second.RefreshToken).Error).To(Equal("invalid_grant"))
 }
@@ -212,7 +212,7 @@ func TestAThiefAndTheOwnerEndUpHoldingOneToken(t *testing.T) {
 	g.Expect(r.refresh(t, owner.RefreshToken).Error).To(Equal("invalid_grant"))
 	rt := sessionsOf(t, ns)[0]
 	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
-	g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationReuse))
+	g.Expect(rt.Spec.Session.RevocationReason).To(Equal(identityv1alpha1.RevocationReuse))
 }
 
 // On a replica that did not make the rotation, a second use within the
@@ -291,7 +291,7 @@ func TestRevokeEndpoint(t *testing.T) {
 	s := sessionsOf(t, ns)
 	g.Expect(s).To(HaveLen(1))
 	g.Expect(s[0].Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
-	g.Expect(s[0].Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationRevoked))
+	g.Expect(s[0].Spec.Session.RevocationReason).To(Equal(identityv1alpha1.RevocationRevoked))
 
 	// RFC 7009: unknown and already revoked tokens are answered 200 too.
 	g.Expect(post(t, r.URL+"/revoke", url.Values{"token": {login.RefreshToken}}).Status).To(Equal(http.StatusOK))
@@ -361,7 +361,7 @@ func TestSessionExpiry(t *testing.T) {
 			g.Expect(tok.Status).To(Equal(http.StatusOK))
 		}
 		s := sessionsOf(t, ns)[0]
-		g.Expect(s.Spec.ExpiresAt.Time).To(Equal(s.Spec.AbsoluteExpiresAt.Time),
+		g.Expect(s.Spec.ExpiresAt.Time).To(Equal(s.Spec.Session.AbsoluteExpiresAt.Time),
 			"the sliding expiry never passes the absolute one")
 		r.Clock.Step(5 * time.Minute)
 		g.Expect(r.refresh(t, tok.RefreshToken).Error).To(Equal("invalid_grant"))
@@ -413,7 +413,7 @@ func TestLogsContainNoSecrets(t *testing.T) {
 	post(t, r.URL+"/revoke", url.Values{"token": {next.RefreshToken}})
 
 	for _, s := range sessionsOf(t, ns) {
-		secrets = append(secrets, s.Spec.SecretHash, s.Spec.PreviousSecretHash)
+		secrets = append(secrets, s.Spec.Session.SecretHash, s.Spec.Session.PreviousSecretHash)
 	}
 	logs := r.Logs.String()
 	g.Expect(logs).NotTo(BeEmpty())

@@ -235,9 +235,9 @@ func TestClientSessionsRefreshOnlyForTheirClient(t *testing.T) {
 	g.Expect(items).To(HaveLen(1))
 	s := items[0].Spec
 	g.Expect(s.ClientID).To(Equal("svc"))
-	g.Expect(s.Scope).To(Equal("read"))
-	g.Expect(s.ExpiresAt.Sub(s.LastUsedAt.Time)).To(Equal(time.Hour), "the client's refresh-token lifetime")
-	g.Expect(s.AbsoluteExpiresAt.Sub(s.LastUsedAt.Time)).To(Equal(2*time.Hour), "the client's session maximum")
+	g.Expect(s.Session.Scope).To(Equal("read"))
+	g.Expect(s.ExpiresAt.Sub(s.Session.LastUsedAt.Time)).To(Equal(time.Hour), "the client's refresh-token lifetime")
+	g.Expect(s.Session.AbsoluteExpiresAt.Sub(s.Session.LastUsedAt.Time)).To(Equal(2*time.Hour), "the client's session maximum")
 
 	refresh := func(req clientRequest) *tokenReply { return r.tokenAs(t, req) }
 	// Another client, or none, may not refresh it; the session is kept.
@@ -259,7 +259,7 @@ func TestClientSessionsRefreshOnlyForTheirClient(t *testing.T) {
 	g.Expect(next.Scope).To(Equal("read"), "the session's scope")
 	g.Expect(lifetimeOf(t, next.AccessToken)).To(Equal(5 * time.Minute))
 	s = sessionsOf(t, ns)[0].Spec
-	g.Expect(s.ExpiresAt.Sub(s.LastUsedAt.Time)).To(Equal(time.Hour), "the client's lifetime at each rotation")
+	g.Expect(s.ExpiresAt.Sub(s.Session.LastUsedAt.Time)).To(Equal(time.Hour), "the client's lifetime at each rotation")
 
 	// A refresh may narrow the scope but never widen it.
 	wider := refresh(clientRequest{form: form("grant_type", "refresh_token", "refresh_token", next.RefreshToken, "scope", "read write"), basicID: "svc", basicSecret: secret})

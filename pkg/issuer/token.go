@@ -279,7 +279,7 @@ func (i *Issuer) refreshGrant(r *http.Request, f form, creds oauthclients.Creden
 				return sessions.ClientPolicy{}, i.clientError(r, c.ID, oauthclients.MissingSecret())
 			}
 		}
-		if !c.AllowsGrant(GrantRefreshToken) || !c.AllowsAudience(s.Audience) {
+		if !c.AllowsGrant(GrantRefreshToken) || !c.AllowsAudience(s.Session.Audience) {
 			return sessions.ClientPolicy{}, sessions.Refused(sessions.ReasonClientNotAllowed)
 		}
 		client, lifetimes = c, c.Lifetimes(i.cfg.Lifetimes)
@@ -292,11 +292,11 @@ func (i *Issuer) refreshGrant(r *http.Request, f form, creds oauthclients.Creden
 		if err != nil {
 			return err
 		}
-		if scope, err = client.RefreshScope(s.Scope, f.get("scope")); err != nil {
+		if scope, err = client.RefreshScope(s.Session.Scope, f.get("scope")); err != nil {
 			return i.clientError(r, client.ID, err)
 		}
 		access, _, err = i.minter.Mint(tokens.Subject{
-			Subject: s.Subject, ClientID: s.ClientID, Audience: s.Audience, Groups: groups, Scope: scope, TTL: lifetimes.AccessToken,
+			Subject: s.Subject, ClientID: s.ClientID, Audience: s.Session.Audience, Groups: groups, Scope: scope, TTL: lifetimes.AccessToken,
 		})
 		return err
 	}
@@ -334,7 +334,7 @@ func refused(reason sessions.Reason) *oauthError {
 // for good (*sessions.RevokeError); a ServiceAccount outside the policy is
 // only refused, since the policy can allow it again.
 func (i *Issuer) recheck(s *v1alpha1.RefreshTokenSpec) ([]string, error) {
-	switch s.Method {
+	switch s.Session.Method {
 	case v1alpha1.AuthMethodPassword:
 		if acct, ok := i.accounts.Lookup(s.Subject); ok {
 			return acct.Groups, nil
@@ -346,7 +346,7 @@ func (i *Issuer) recheck(s *v1alpha1.RefreshTokenSpec) ([]string, error) {
 		return nil, &sessions.RevokeError{Reason: v1alpha1.RevocationAccountDisabled}
 	case v1alpha1.AuthMethodServiceAccount:
 		if ns, name, ok := workload.SubjectFromUsername(s.Subject); ok && i.cfg.ExchangePolicy.Allows(ns, name) {
-			return s.Groups, nil
+			return s.Session.Groups, nil
 		}
 	}
 	return nil, sessions.Refused(sessions.ReasonNotAllowed)

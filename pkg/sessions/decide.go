@@ -101,25 +101,25 @@ func decide(a attempt) decision {
 		return decision{Outcome: refuse, Reason: ReasonExpired}
 	}
 	switch {
-	case hashEqual(a.Hash, s.SecretHash):
+	case hashEqual(a.Hash, s.Session.SecretHash):
 		// RFC 6749 section 6: a refresh token is bound to its client.
 		if a.ClientID != "" && a.ClientID != s.ClientID {
 			return decision{Outcome: refuse, Reason: ReasonClientMismatch}
 		}
 		return decision{Outcome: rotate}
-	case s.PreviousSecretHash != "" && hashEqual(a.Hash, s.PreviousSecretHash):
-		if p := a.Pending; p.succeeds(a.Hash, s.SecretHash) {
+	case s.Session.PreviousSecretHash != "" && hashEqual(a.Hash, s.Session.PreviousSecretHash):
+		if p := a.Pending; p.succeeds(a.Hash, s.Session.SecretHash) {
 			if a.ClientID != "" && a.ClientID != s.ClientID {
 				return decision{Outcome: refuse, Reason: ReasonClientMismatch}
 			}
 			// This replica's own rotation landed but the client never saw it.
 			return decision{Outcome: handOutPending}
 		}
-		if a.Now.Sub(s.LastUsedAt.Time) < a.ReuseGrace {
+		if a.Now.Sub(s.Session.LastUsedAt.Time) < a.ReuseGrace {
 			if a.ClientID != "" && a.ClientID != s.ClientID {
 				return decision{Outcome: refuse, Reason: ReasonClientMismatch}
 			}
-			if a.Successor.succeeds(a.Hash, s.SecretHash) {
+			if a.Successor.succeeds(a.Hash, s.Session.SecretHash) {
 				// Two uses of one token within the grace (a client racing
 				// itself, or a thief racing the owner) hold the same
 				// successor, so the next use by either after the grace is

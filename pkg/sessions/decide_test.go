@@ -25,10 +25,10 @@ func session(edits ...func(*identityv1alpha1.RefreshTokenSpec)) *identityv1alpha
 	rt := &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{Name: "rt-test", ResourceVersion: "7"},
 		Spec: identityv1alpha1.RefreshTokenSpec{
-			Subject: "alice", ClientID: "cli", Session: identityv1alpha1.Session{
+			Subject: "alice", ClientID: "cli", State: identityv1alpha1.SessionActive, ExpiresAt: metav1.NewTime(t0.Add(time.Hour)),
+			Session: identityv1alpha1.Session{
 				Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword,
-				SecretHash: currentHash, PreviousSecretHash: previousHash, State: identityv1alpha1.SessionActive,
-				ExpiresAt: metav1.NewTime(t0.Add(time.Hour)), AbsoluteExpiresAt: metav1.NewTime(t0.Add(24 * time.Hour)),
+				SecretHash: currentHash, PreviousSecretHash: previousHash, AbsoluteExpiresAt: metav1.NewTime(t0.Add(24 * time.Hour)),
 				LastUsedAt: metav1.NewTime(t0), Rotations: 1,
 			},
 		},
@@ -41,10 +41,12 @@ func session(edits ...func(*identityv1alpha1.RefreshTokenSpec)) *identityv1alpha
 
 func revoked(s *identityv1alpha1.RefreshTokenSpec) {
 	t := metav1.NewTime(t0)
-	s.State, s.RevokedAt, s.RevocationReason = identityv1alpha1.SessionRevoked, &t, identityv1alpha1.RevocationRevoked
+	s.State, s.Session.RevokedAt, s.Session.RevocationReason = identityv1alpha1.SessionRevoked, &t, identityv1alpha1.RevocationRevoked
 }
 
-func neverRotated(s *identityv1alpha1.RefreshTokenSpec) { s.PreviousSecretHash, s.Rotations = "", 0 }
+func neverRotated(s *identityv1alpha1.RefreshTokenSpec) {
+	s.Session.PreviousSecretHash, s.Session.Rotations = "", 0
+}
 
 // lostAnswer is what this replica remembers after its rotation from
 // previousHash to currentHash had an unknown outcome.
@@ -100,7 +102,7 @@ func TestDecide(t *testing.T) {
 		},
 		"a session past its absolute expiry is expired even though its sliding expiry is later": {
 			attempt{Session: session(func(s *identityv1alpha1.RefreshTokenSpec) {
-				s.AbsoluteExpiresAt = metav1.NewTime(t0.Add(30 * time.Minute))
+				s.Session.AbsoluteExpiresAt = metav1.NewTime(t0.Add(30 * time.Minute))
 			}), Fresh: true, Hash: currentHash, Now: t0.Add(30 * time.Minute)},
 			refused(ReasonExpired),
 		},
@@ -166,7 +168,7 @@ func TestDecide(t *testing.T) {
 		},
 		"a pending rotation that is no longer the stored one (rotated since) is not handed out: the replay is revoked": {
 			attempt{Session: session(func(s *identityv1alpha1.RefreshTokenSpec) {
-				s.PreviousSecretHash, s.SecretHash = currentHash, laterHash
+				s.Session.PreviousSecretHash, s.Session.SecretHash = currentHash, laterHash
 			}), Fresh: true, Hash: currentHash, Pending: lostAnswer, ReuseGrace: 0, Now: t0.Add(time.Minute)},
 			decision{Outcome: revokeReplay, Reason: ReasonReuse},
 		},
@@ -189,7 +191,7 @@ func TestDecide(t *testing.T) {
 		},
 		"a successor that is no longer the stored one is not handed out: another rotation happened since": {
 			attempt{Session: session(func(s *identityv1alpha1.RefreshTokenSpec) {
-				s.PreviousSecretHash, s.SecretHash = currentHash, laterHash
+				s.Session.PreviousSecretHash, s.Session.SecretHash = currentHash, laterHash
 			}), Fresh: true, Hash: previousHash, Successor: firstUse, ReuseGrace: grace, Now: t0},
 			refused(ReasonMismatch),
 		},

@@ -274,16 +274,16 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 	rt := &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.cfg.Namespace, Name: newName(), Labels: Labels(g.Subject, g.ClientID)},
 		Spec: identityv1alpha1.RefreshTokenSpec{
-			Subject:  g.Subject,
-			ClientID: g.ClientID,
+			Subject:   g.Subject,
+			ClientID:  g.ClientID,
+			State:     identityv1alpha1.SessionActive,
+			ExpiresAt: metav1.NewTime(minTime(now.Add(cmp.Or(g.RefreshTTL, s.cfg.RefreshTTL)), abs)),
 			Session: identityv1alpha1.Session{
 				Groups:            g.Groups,
 				Audience:          g.Audience,
 				Scope:             g.Scope,
 				Method:            g.Method,
 				SecretHash:        hash,
-				State:             identityv1alpha1.SessionActive,
-				ExpiresAt:         metav1.NewTime(minTime(now.Add(cmp.Or(g.RefreshTTL, s.cfg.RefreshTTL)), abs)),
 				AbsoluteExpiresAt: metav1.NewTime(abs),
 				LastUsedAt:        metav1.NewTime(now),
 			},
@@ -406,13 +406,13 @@ func (s *Store) redeem(ctx context.Context, rt *identityv1alpha1.RefreshToken, f
 		if err := s.update(ctx, next); err != nil {
 			if isUnavailable(err) {
 				// The write may have landed: remember it for the retry.
-				s.pending.Add(rt.Name, pendingRotation{from: hash, to: next.Spec.SecretHash, secret: secret})
+				s.pending.Add(rt.Name, pendingRotation{from: hash, to: next.Spec.Session.SecretHash, secret: secret})
 			}
 			return "", nil, s.writeError("rotating session "+rt.Name, err)
 		}
 		s.pending.Remove(rt.Name)
 		if s.successors != nil {
-			s.successors.Add(rt.Name, pendingRotation{from: hash, to: next.Spec.SecretHash, secret: secret})
+			s.successors.Add(rt.Name, pendingRotation{from: hash, to: next.Spec.Session.SecretHash, secret: secret})
 		}
 		return formatToken(rt.Name, secret), next, nil
 	case handOutPending:
@@ -526,7 +526,7 @@ func (s *Store) Revoke(ctx context.Context, token string, allow func(*identityv1
 	rt, fresh, err := s.get(ctx, name)
 loop:
 	for rereads := 0; err == nil && rt != nil && rt.Spec.State == identityv1alpha1.SessionActive; rereads++ {
-		matches := hashEqual(hash, rt.Spec.SecretHash) || hashEqual(hash, rt.Spec.PreviousSecretHash)
+		matches := hashEqual(hash, rt.Spec.Session.SecretHash) || hashEqual(hash, rt.Spec.Session.PreviousSecretHash)
 		switch {
 		case !matches && fresh:
 			return nil
@@ -580,11 +580,11 @@ func (s *Store) Lookup(ctx context.Context, token string) (*identityv1alpha1.Ref
 func (s *Store) rotated(rt *identityv1alpha1.RefreshToken, now time.Time, ttl time.Duration) (*identityv1alpha1.RefreshToken, string) {
 	next := rt.DeepCopy()
 	secret, hash := newSecret()
-	next.Spec.PreviousSecretHash = rt.Spec.SecretHash
-	next.Spec.SecretHash = hash
-	next.Spec.Rotations++
-	next.Spec.LastUsedAt = metav1.NewTime(now)
-	next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(cmp.Or(ttl, s.cfg.RefreshTTL)), rt.Spec.AbsoluteExpiresAt.Time))
+	next.Spec.Session.PreviousSecretHash = rt.Spec.Session.SecretHash
+	next.Spec.Session.SecretHash = hash
+	next.Spec.Session.Rotations++
+	next.Spec.Session.LastUsedAt = metav1.NewTime(now)
+	next.Spec.ExpiresAt = metav1.NewTime(minTime(now.Add(cmp.Or(ttl, s.cfg.RefreshTTL)), rt.Spec.Session.AbsoluteExpiresAt.Time))
 	setCollectionLabels(next) // the labels map exists from here on
 	// A session from before rotor labelled sessions gains its labels with
 	// the write it gets anyway, and from then on counts against its
@@ -599,8 +599,8 @@ func (s *Store) revoke(ctx context.Context, rt *identityv1alpha1.RefreshToken, r
 	next := rt.DeepCopy()
 	t := metav1.NewTime(now)
 	next.Spec.State = identityv1alpha1.SessionRevoked
-	next.Spec.RevokedAt = &t
-	next.Spec.RevocationReason = reason
+	next.Spec.Session.RevokedAt = &t
+	next.Spec.Session.RevocationReason = reason
 	setCollectionLabels(next)
 	if err := s.update(ctx, next); err != nil {
 		return err
@@ -761,8 +761,8 @@ func setCollectionLabels(rt *identityv1alpha1.RefreshToken) {
 		rt.Labels = map[string]string{}
 	}
 	rt.Labels[ExpiresAtLabel] = strconv.FormatInt(rt.Spec.EndsAt().Unix(), 10)
-	if rt.Spec.RevokedAt != nil {
-		rt.Labels[RevokedAtLabel] = strconv.FormatInt(rt.Spec.RevokedAt.Unix(), 10)
+	if rt.Spec.Session.RevokedAt != nil {
+		rt.Labels[RevokedAtLabel] = strconv.FormatInt(rt.Spec.Session.RevokedAt.Unix(), 10)
 	}
 	delete(rt.Annotations, ExpiresAtAnnotation)
 	delete(rt.Annotations, RevokedAtAnnotation)

@@ -71,7 +71,7 @@ func TestARotationWhoseAnswerWasLostIsHandedOutOnRetry(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred(), "not a replay: the client never received the new token")
 	g.Expect(fault.updates.Load()).To(Equal(before), "the stored token is handed out without another write")
 	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionActive))
-	g.Expect(rt.Spec.Rotations).To(BeEquivalentTo(1))
+	g.Expect(rt.Spec.Session.Rotations).To(BeEquivalentTo(1))
 
 	// Exactly once: the old token is now a replay (grace 0 revokes).
 	third, _, err := store.Rotate(ctx, second, sessions.Refresh{})
@@ -102,7 +102,7 @@ func TestARotationThatDidNotLandIsRetriedNormally(t *testing.T) {
 	rt := &identityv1alpha1.RefreshToken{}
 	name, _, _ := sessions.ParseToken(first)
 	g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, rt)).To(Succeed())
-	g.Expect(rt.Spec.Rotations).To(BeEquivalentTo(0), "nothing was written")
+	g.Expect(rt.Spec.Session.Rotations).To(BeEquivalentTo(0), "nothing was written")
 }
 
 func TestEvictKeepsANewerEntry(t *testing.T) {
@@ -163,8 +163,8 @@ func TestAPrepareThatAsksForARevocationRevokesTheSession(t *testing.T) {
 	rt := &identityv1alpha1.RefreshToken{}
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), rt)).To(Succeed())
 	g.Expect(rt.Spec.State).To(Equal(identityv1alpha1.SessionRevoked))
-	g.Expect(rt.Spec.RevocationReason).To(Equal(identityv1alpha1.RevocationAccountDisabled))
-	g.Expect(rt.Spec.Rotations).To(BeZero(), "nothing was rotated")
+	g.Expect(rt.Spec.Session.RevocationReason).To(Equal(identityv1alpha1.RevocationAccountDisabled))
+	g.Expect(rt.Spec.Session.Rotations).To(BeZero(), "nothing was rotated")
 	g.Expect(recorder.Events).To(Receive(ContainSubstring(sessions.ReasonRevokedAtRefresh)))
 
 	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{})
@@ -228,6 +228,49 @@ func TestARotationLabelsAnUnlabelledSession(t *testing.T) {
 	g.Expect(rt.Annotations).To(BeEmpty(), "the legacy annotation is gone")
 }
 
+// A session as the previous rotor stored it (spec.session an object holding
+// state and expiresAt) still refreshes, and its rotation stores it in
+// today's shape.
+func TestASessionInTheEarlierShapeRefreshes(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
+	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "old-timer", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(identityv1alpha1.GroupVersion.WithKind("RefreshToken"))
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), u)).To(Succeed())
+	spec, _, _ := unstructured.NestedMap(u.Object, "spec")
+	fields := map[string]any{}
+	g.Expect(json.Unmarshal([]byte(spec["session"].(string)), &fields)).To(Succeed())
+	fields["state"], fields["expiresAt"] = spec["state"], spec["expiresAt"]
+	delete(spec, "state")
+	delete(spec, "expiresAt")
+	spec["session"] = fields
+	g.Expect(unstructured.SetNestedMap(u.Object, spec, "spec")).To(Succeed())
+	g.Expect(env.Client.Update(ctx, u)).To(Succeed())
+
+	// A replica that has not cached it reads it.
+	reader, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
+	g.Expect(err).NotTo(HaveOccurred())
+	got, err := reader.Lookup(ctx, tok)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got.Spec.ExpiresAt).To(Equal(created.Spec.ExpiresAt))
+	g.Expect(got.Spec.State).To(Equal(identityv1alpha1.SessionActive))
+	_, rotated, err := reader.Rotate(ctx, tok, sessions.Refresh{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(rotated.Spec.Session.Rotations).To(BeEquivalentTo(1))
+
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), u)).To(Succeed())
+	_, isString, _ := unstructured.NestedString(u.Object, "spec", "session")
+	g.Expect(isString).To(BeTrue(), "stored as one string again")
+	state, _, _ := unstructured.NestedString(u.Object, "spec", "state")
+	g.Expect(state).To(Equal("Active"))
+}
+
 // The session's client decides at each refresh: its refresh-token lifetime
 // and its reuse grace (never more than the store's), and its error refuses
 // before anything is decided or written. Revoke asks the caller too.
@@ -246,9 +289,9 @@ func TestTheSessionsClientPolicyAppliesAtEachRefresh(t *testing.T) {
 		Scope: "read", RefreshTTL: 10 * time.Minute, MaxLifetime: 2 * time.Hour,
 	})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(created.Spec.Scope).To(Equal("read"))
-	g.Expect(created.Spec.ExpiresAt.Sub(created.Spec.LastUsedAt.Time)).To(Equal(10 * time.Minute))
-	g.Expect(created.Spec.AbsoluteExpiresAt.Sub(created.Spec.LastUsedAt.Time)).To(Equal(2 * time.Hour))
+	g.Expect(created.Spec.Session.Scope).To(Equal("read"))
+	g.Expect(created.Spec.ExpiresAt.Sub(created.Spec.Session.LastUsedAt.Time)).To(Equal(10 * time.Minute))
+	g.Expect(created.Spec.Session.AbsoluteExpiresAt.Sub(created.Spec.Session.LastUsedAt.Time)).To(Equal(2 * time.Hour))
 
 	var asked []string
 	strict := sessions.Refresh{ClientID: "web", Client: func(s *identityv1alpha1.RefreshTokenSpec) (sessions.ClientPolicy, error) {
@@ -258,7 +301,7 @@ func TestTheSessionsClientPolicyAppliesAtEachRefresh(t *testing.T) {
 	next, rotated, err := store.Rotate(ctx, tok, strict)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(asked).To(Equal([]string{"web"}))
-	g.Expect(rotated.Spec.ExpiresAt.Sub(rotated.Spec.LastUsedAt.Time)).To(Equal(20*time.Minute), "the client's lifetime at rotation")
+	g.Expect(rotated.Spec.ExpiresAt.Sub(rotated.Spec.Session.LastUsedAt.Time)).To(Equal(20*time.Minute), "the client's lifetime at rotation")
 
 	// With the client's grace of 0 (the store's is 10s), a replay at once is
 	// a theft: the session is revoked.
@@ -324,15 +367,32 @@ func TestARotatedSessionIsStoredSmall(t *testing.T) {
 // to it, and it counts as damaged; rotor's own sessions are unaffected.
 func TestASessionEditedIntoABadShapeIsRefused(t *testing.T) {
 	ns := env.Namespace(t)
+	// inSession edits the JSON that spec.session holds.
+	inSession := func(edit func(map[string]any)) func(spec map[string]any) {
+		return func(spec map[string]any) {
+			fields := map[string]any{}
+			if err := json.Unmarshal([]byte(spec["session"].(string)), &fields); err != nil {
+				t.Fatal(err)
+			}
+			edit(fields)
+			b, err := json.Marshal(fields)
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec["session"] = string(b)
+		}
+	}
 	tests := []struct {
 		name string
-		edit func(session map[string]any)
+		edit func(spec map[string]any)
 	}{
-		{"an expiry that is not a time", func(s map[string]any) { s["expiresAt"] = "tomorrow" }},
-		{"groups that are not a list", func(s map[string]any) { s["groups"] = int64(5) }},
-		{"a hash that is not a SHA-256", func(s map[string]any) { s["secretHash"] = "plaintext-secret" }},
-		{"an unknown state", func(s map[string]any) { s["state"] = "Paused" }},
-		{"no audience", func(s map[string]any) { delete(s, "audience") }},
+		{"an absolute expiry that is not a time", inSession(func(s map[string]any) { s["absoluteExpiresAt"] = "tomorrow" })},
+		{"groups that are not a list", inSession(func(s map[string]any) { s["groups"] = 5 })},
+		{"a hash that is not a SHA-256", inSession(func(s map[string]any) { s["secretHash"] = "plaintext-secret" })},
+		{"no audience", inSession(func(s map[string]any) { delete(s, "audience") })},
+		{"a session that is not JSON", func(spec map[string]any) { spec["session"] = "{not json" }},
+		{"a session that is a number", func(spec map[string]any) { spec["session"] = int64(5) }},
+		{"no state", func(spec map[string]any) { delete(spec, "state") }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -346,9 +406,9 @@ func TestASessionEditedIntoABadShapeIsRefused(t *testing.T) {
 			u := &unstructured.Unstructured{}
 			u.SetGroupVersionKind(identityv1alpha1.GroupVersion.WithKind("RefreshToken"))
 			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(created), u)).To(Succeed())
-			session, _, _ := unstructured.NestedMap(u.Object, "spec", "session")
-			tt.edit(session)
-			g.Expect(unstructured.SetNestedMap(u.Object, session, "spec", "session")).To(Succeed())
+			spec, _, _ := unstructured.NestedMap(u.Object, "spec")
+			tt.edit(spec)
+			g.Expect(unstructured.SetNestedMap(u.Object, spec, "spec")).To(Succeed())
 			g.Expect(env.Client.Update(ctx, u)).To(Succeed(), "the API server stores what it does not validate")
 			edited := u.GetResourceVersion()
 

@@ -113,9 +113,10 @@ func warmUp(c client.Client) error {
 	rt := &identityv1alpha1.RefreshToken{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "warm-up"},
 		Spec: identityv1alpha1.RefreshTokenSpec{
-			Subject: "warm-up", ClientID: "warm-up", Session: identityv1alpha1.Session{
+			Subject: "warm-up", ClientID: "warm-up", State: identityv1alpha1.SessionActive, ExpiresAt: now,
+			Session: identityv1alpha1.Session{
 				Audience: []string{"warm-up"}, Method: identityv1alpha1.AuthMethodPassword, SecretHash: "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU",
-				State: identityv1alpha1.SessionActive, ExpiresAt: now, AbsoluteExpiresAt: now, LastUsedAt: now,
+				AbsoluteExpiresAt: now, LastUsedAt: now,
 			},
 		},
 	}
