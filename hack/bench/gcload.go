@@ -136,7 +136,7 @@ func gcUnderLoad(ctx context.Context, c config, p *proc, meta metadata.Interface
 		return nil
 	}
 	progress("waiting %s for the expiry; rotor collecting %s sessions while %d clients refresh", time.Until(expiry).Round(100*time.Millisecond), thousands(g), c.gcClients)
-	gc := p.watchGC(ctx, meta, expiry.Add(-time.Second), stored+g, stored)
+	gc := p.watchGC(ctx, expiry.Add(-time.Second), stored+g, stored)
 	if gc.err != nil {
 		return gc.err
 	}

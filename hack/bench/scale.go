@@ -200,7 +200,7 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 			// from then on, or from just before the expiry, watch them.
 			gcDone = make(chan gcResult, 1)
 			onListed = func(p *proc) {
-				go func() { gcDone <- p.watchGC(ctx, meta, expiry.Add(-time.Second), c.sessions, longLived) }()
+				go func() { gcDone <- p.watchGC(ctx, expiry.Add(-time.Second), c.sessions, longLived) }()
 			}
 		}
 		// Only the last sample's rotor may collect: an earlier one is
@@ -793,10 +793,14 @@ type gcResult struct {
 	err         error
 }
 
-// watchGC counts the stored sessions every 100ms from `from` on until
-// only left of them remain, noting when the first and the last delete
-// were seen and the process's largest RSS.
-func (p *proc) watchGC(ctx context.Context, meta metadata.Interface, from time.Time, stored, left int) (g gcResult) {
+// watchGC reads how many sessions rotor's collector tracks (its metric,
+// which its watch of the sessions keeps equal to the stored count) every
+// 100ms from `from` on until only left of them remain, noting when the
+// first and the last delete were seen and the process's largest RSS. It
+// asks the API server nothing: a count of the stored sessions (a list with
+// limit 1) costs the API server time in proportion to all of them, and ten
+// a second at a million sessions halved the refreshes it was measuring.
+func (p *proc) watchGC(ctx context.Context, from time.Time, stored, left int) (g gcResult) {
 	select {
 	case <-time.After(time.Until(from)):
 	case <-p.exited:
@@ -814,12 +818,12 @@ func (p *proc) watchGC(ctx context.Context, meta metadata.Interface, from time.T
 		if rss, _, err := p.memory(); err == nil {
 			g.rss = max(g.rss, rss)
 		}
-		n, err := countSessions(ctx, meta, scaleNamespace)
+		tracked, err := p.gcTracked(ctx)
 		if err != nil {
 			g.err = err
 			return g
 		}
-		now := time.Now()
+		n, now := int(tracked), time.Now()
 		if g.first.IsZero() && n < stored {
 			g.first = now
 		}
