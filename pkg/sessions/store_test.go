@@ -178,8 +178,7 @@ func TestAPrepareThatAsksForARevocationRevokesTheSession(t *testing.T) {
 func TestAPrepareErrorWritesNothing(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.Namespace(t)
-	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
-	g.Expect(err).NotTo(HaveOccurred())
+	store := plainStore(t, ns)
 	ctx := context.Background()
 	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "xan", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -201,8 +200,7 @@ func TestAPrepareErrorWritesNothing(t *testing.T) {
 func TestARotationLabelsAnUnlabelledSession(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.Namespace(t)
-	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
-	g.Expect(err).NotTo(HaveOccurred())
+	store := plainStore(t, ns)
 	ctx := context.Background()
 	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "old-timer", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -234,8 +232,7 @@ func TestARotationLabelsAnUnlabelledSession(t *testing.T) {
 func TestASessionInTheEarlierShapeRefreshes(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.Namespace(t)
-	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
-	g.Expect(err).NotTo(HaveOccurred())
+	store := plainStore(t, ns)
 	ctx := context.Background()
 	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "old-timer", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -254,8 +251,7 @@ func TestASessionInTheEarlierShapeRefreshes(t *testing.T) {
 	g.Expect(env.Client.Update(ctx, u)).To(Succeed())
 
 	// A replica that has not cached it reads it.
-	reader, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
-	g.Expect(err).NotTo(HaveOccurred())
+	reader := plainStore(t, ns)
 	got, err := reader.Lookup(ctx, tok)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got.Spec.ExpiresAt).To(Equal(created.Spec.ExpiresAt))
@@ -337,8 +333,7 @@ func TestTheSessionsClientPolicyAppliesAtEachRefresh(t *testing.T) {
 func TestARotatedSessionIsStoredSmall(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.Namespace(t)
-	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
-	g.Expect(err).NotTo(HaveOccurred())
+	store := plainStore(t, ns)
 	ctx := context.Background()
 	tok, created, err := store.Create(ctx, sessions.Grant{
 		Subject: "zoe", Groups: []string{"dev", "ops"}, ClientID: "rotor", Audience: []string{"rotor"}, Method: identityv1alpha1.AuthMethodPassword,
@@ -398,8 +393,7 @@ func TestASessionEditedIntoABadShapeIsRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
 			ctx := context.Background()
-			store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
-			g.Expect(err).NotTo(HaveOccurred())
+			store := plainStore(t, ns)
 			tok, created, err := store.Create(ctx, sessions.Grant{Subject: "mallory", ClientID: "rotor", Audience: []string{"rotor"}, Method: identityv1alpha1.AuthMethodPassword})
 			g.Expect(err).NotTo(HaveOccurred())
 
@@ -413,8 +407,7 @@ func TestASessionEditedIntoABadShapeIsRefused(t *testing.T) {
 			edited := u.GetResourceVersion()
 
 			// A replica that has not cached the session reads it.
-			reader, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
-			g.Expect(err).NotTo(HaveOccurred())
+			reader := plainStore(t, ns)
 			before := damaged(t)
 			_, _, err = reader.Rotate(ctx, tok, sessions.Refresh{})
 			g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonUnknown))
@@ -427,6 +420,17 @@ func TestASessionEditedIntoABadShapeIsRefused(t *testing.T) {
 			g.Expect(u.GetResourceVersion()).To(Equal(edited), "nothing was written to it")
 		})
 	}
+}
+
+// plainStore is a store in ns with an hour's sliding and a day's absolute
+// lifetime, a strict reuse policy and a cache of ten.
+func plainStore(t *testing.T, ns string) *sessions.Store {
+	t.Helper()
+	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
 }
 
 func damaged(t *testing.T) float64 {
