@@ -18,7 +18,10 @@
 # Refreshes and raw updates are set beside the floor: conditional updates of
 # a minimal custom resource (a Blob: one string field, no validation) stored
 # in as many bytes as a session, with the CPU the API server and etcd spend
-# per write on each. BENCH_FLAGS='--apiserver-profile DIR' also writes CPU
+# per write on each. They run in --rounds (6) rounds, each starting with the
+# next of the three, and the ratios to the floor are the medians of the
+# rounds' (BENCH_FLAGS='--refresh-profile DIR': CPU profiles of the bench
+# process, in-process rotor and load generator, during each run). BENCH_FLAGS='--apiserver-profile DIR' also writes CPU
 # profiles of the API server under each load (go tool pprof -top
 # bin/k8s/kube-apiserver DIR/apiserver-refresh.pprof).
 # Replicas: 1, 2 and 3 `rotor serve` processes (--replicas; leader election

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,13 +132,7 @@ func newReplica(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...
 	for _, opt := range opts {
 		opt(&o)
 	}
-	// The issuer URL must be what clients dial, so the port is picked first.
-	o.ListenAddress, o.ProbeAddress = freeAddr(t), freeAddr(t)
-	o.IssuerURL = cmp.Or(o.issuerURL, "http://"+o.ListenAddress)
-
 	r := &replica{
-		URL:      "http://" + o.ListenAddress,
-		ProbeURL: "http://" + o.ProbeAddress,
 		Clock:    clock,
 		Logs:     &testenv.LogBuffer{},
 		Requests: &requestCounter{},
@@ -147,11 +142,24 @@ func newReplica(t *testing.T, ns string, clock *clocktesting.FakeClock, opts ...
 	log := zap.New(zap.WriteTo(r.Logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-10)))
 	cfg := rest.CopyConfig(o.apiConfig)
 	cfg.Wrap(r.transport)
-	srv, err := server.New(cfg, o.Options, log)
-	if err != nil {
-		t.Fatalf("creating server: %v", err)
+	// The issuer URL must be what clients dial, so the port is picked first;
+	// another process (tests run in parallel) may take it before rotor
+	// listens, and then another is picked.
+	issuerURL := o.issuerURL
+	for attempt := 1; ; attempt++ {
+		o.ListenAddress, o.ProbeAddress = freeAddr(t), freeAddr(t)
+		o.IssuerURL = cmp.Or(issuerURL, "http://"+o.ListenAddress)
+		srv, err := server.New(cfg, o.Options, log)
+		if errors.Is(err, syscall.EADDRINUSE) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("creating server: %v", err)
+		}
+		r.Server = srv
+		break
 	}
-	r.Server = srv
+	r.URL, r.ProbeURL = "http://"+o.ListenAddress, "http://"+o.ProbeAddress
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	t.Cleanup(r.stop)
 	return r
