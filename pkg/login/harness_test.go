@@ -75,8 +75,9 @@ func startRotor(t *testing.T, opts ...func(*server.Options, *identityv1alpha1.OA
 		Logs:   &testenv.LogBuffer{},
 		grants: map[string]int{},
 	}
-	rotorAddr := freeAddr(t)
-	upstream := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: rotorAddr})
+	// rotor listens on a port of its own choosing; the proxy learns it once
+	// rotor has opened it, before any request.
+	var upstream *httputil.ReverseProxy
 	proxy := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
 		req.Body = io.NopCloser(bytes.NewReader(body))
@@ -105,7 +106,7 @@ func startRotor(t *testing.T, opts ...func(*server.Options, *identityv1alpha1.OA
 	o := server.DefaultOptions()
 	o.Namespace = r.NS
 	o.IssuerURL = r.URL
-	o.ListenAddress, o.ProbeAddress, o.MetricsAddress = rotorAddr, freeAddr(t), "0"
+	o.ListenAddress, o.ProbeAddress, o.MetricsAddress = "127.0.0.1:0", freeAddr(t), "0"
 	o.InsecureHTTP = true // TLS ends at the proxy
 	o.LeaderElect = false
 	o.Clock = r.Clock
@@ -123,6 +124,7 @@ func startRotor(t *testing.T, opts ...func(*server.Options, *identityv1alpha1.OA
 	if err != nil {
 		t.Fatalf("creating server: %v", err)
 	}
+	upstream = httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: srv.Addr().String()})
 	r.Server = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

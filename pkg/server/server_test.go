@@ -3,9 +3,11 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,13 +42,23 @@ func start(t *testing.T, ns string, secureMetrics bool) (string, *testenv.LogBuf
 	t.Helper()
 	o := server.DefaultOptions()
 	o.Namespace, o.InsecureHTTP, o.LeaderElect = ns, true, false
-	o.ListenAddress = freeAddr(t)
-	o.IssuerURL = "http://" + o.ListenAddress
 	o.ProbeAddress, o.MetricsAddress, o.MetricsSecure = "0", freeAddr(t), secureMetrics
 	logs := &testenv.LogBuffer{}
-	srv, err := server.New(env.Config, o, zap.New(zap.WriteTo(logs)))
-	if err != nil {
-		t.Fatal(err)
+	// The issuer URL names the port, so it is picked first; another process
+	// may take it before rotor listens, and then another is picked.
+	var srv *server.Server
+	for attempt := 1; ; attempt++ {
+		o.ListenAddress = freeAddr(t)
+		o.IssuerURL = "http://" + o.ListenAddress
+		var err error
+		srv, err = server.New(env.Config, o, zap.New(zap.WriteTo(logs)))
+		if errors.Is(err, syscall.EADDRINUSE) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		break
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
