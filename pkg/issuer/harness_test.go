@@ -216,6 +216,26 @@ func (r *replica) transport(rt http.RoundTripper) http.RoundTripper {
 	})
 }
 
+// settled waits until the replica has sent no API request for half a
+// second (some of its start-up writes, such as events, are sent in the
+// background) and returns how many it has sent.
+func (r *replica) settled(t *testing.T) int64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	n := r.Requests.all.Load()
+	for {
+		time.Sleep(500 * time.Millisecond)
+		m := r.Requests.all.Load()
+		if m == n {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica still sends API requests after 10s: %d in the last half second", m-n)
+		}
+		n = m
+	}
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -198,7 +198,7 @@ func TestClientAuthenticationAtTheTokenEndpoint(t *testing.T) {
 func TestClientCredentialsGrantMakesNoAPIRequest(t *testing.T) {
 	g := NewWithT(t)
 	r, ns, secret := startClientsReplica(t)
-	before := r.Requests.all.Load()
+	before := r.settled(t)
 	var rep *tokenReply
 	for range 20 {
 		rep = r.tokenAs(t, clientRequest{form: form("grant_type", "client_credentials", "scope", "write read write"), basicID: "svc", basicSecret: secret})
