@@ -463,12 +463,9 @@ func runBigScale(ctx context.Context, c config, r *report) (err error) {
 	}
 
 	// rotor serve with every session stored.
-	bin, err := filepath.Abs(c.rotorBin)
+	bin, err := rotorBinary(c)
 	if err != nil {
 		return err
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%s: %w (run 'make build')", c.rotorBin, err)
 	}
 	counter, err := newAPICounter(sp.cfg)
 	if err != nil {

@@ -321,12 +321,9 @@ func runReplicas(ctx context.Context, c config, cp *controlplane.ControlPlane, r
 	if err != nil {
 		return err
 	}
-	bin, err := filepath.Abs(c.rotorBin)
+	bin, err := rotorBinary(c)
 	if err != nil {
 		return err
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%s: %w (run 'make build')", c.rotorBin, err)
 	}
 	issuerAddr, err := freeAddr()
 	if err != nil {

@@ -109,12 +109,9 @@ func runScale(ctx context.Context, c config, cp *controlplane.ControlPlane, r *r
 	if err != nil {
 		return err
 	}
-	bin, err := filepath.Abs(c.rotorBin)
+	bin, err := rotorBinary(c)
 	if err != nil {
 		return err
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%s: %w (run 'make build')", c.rotorBin, err)
 	}
 	// The collector's rate bound off: this measures its machinery against
 	// raw deletes; `make bench-scale` measures the bound's effect on live
@@ -524,6 +521,18 @@ func countSessions(ctx context.Context, meta metadata.Interface, namespace strin
 		n += len(l.Items)
 	}
 	return n, nil
+}
+
+// rotorBinary is the absolute path of --rotor-bin, which must exist.
+func rotorBinary(c config) (string, error) {
+	bin, err := filepath.Abs(c.rotorBin)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("%s: %w (run 'make build')", c.rotorBin, err)
+	}
+	return bin, nil
 }
 
 // writeKubeconfig writes kubeconfig into dir, for `rotor serve` processes,

@@ -649,9 +649,10 @@ func (s *Store) get(ctx context.Context, name string) (*identityv1alpha1.Refresh
 
 // read gets the session from the API server and caches what it finds,
 // including its absence. A session rotor cannot decode, or whose spec fails
-// its checks (the API server validates only subject and clientID), was
-// edited by hand: it is treated as absent, so nothing refreshes, revokes or
-// introspects it, until the watch reports another change to it.
+// its checks (the API server validates only the fields it selects on and
+// prints), was edited by hand: it is treated as absent, so nothing
+// refreshes, revokes or introspects it, until the watch reports another
+// change to it.
 func (s *Store) read(ctx context.Context, name string) (*identityv1alpha1.RefreshToken, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
