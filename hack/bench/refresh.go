@@ -131,6 +131,9 @@ type issuerClient struct {
 	url        string
 	hc         *http.Client
 	id, secret string
+
+	wiresOnce sync.Once
+	wires     *wires // refreshes' connections (wire.go), made on first use
 }
 
 // loadClient is the HTTP client of every load generator: keep-alive
@@ -322,25 +325,29 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 	// idle is the control plane's CPU while nothing of ours runs: the
 	// background in every CPU-per-write figure.
 	var idle measured
-	// warm lets the eviction watch deliver what an earlier run changed (a
-	// late event would evict the entry the warm-up writes), then refreshes
-	// every session of n clients once outside any measurement, so that each
-	// measured refresh is warm.
-	warm := func(n int) error {
-		quiet, _ := timed(meter, func() (run, error) {
+	// quiet waits a second with nothing of ours running, the control
+	// plane's idle CPU sampled meanwhile; it also lets the eviction watch
+	// deliver what an earlier run changed (a late event would evict the
+	// entry a warm-up refresh writes).
+	quiet := func() {
+		q, _ := timed(meter, func() (run, error) {
 			t := time.Now()
 			time.Sleep(time.Second)
 			return run{elapsed: time.Since(t)}, nil
 		})
-		idle.merge(quiet)
+		idle.merge(q)
+	}
+	// warm refreshes every session of n clients once outside any
+	// measurement, so that each measured refresh is warm.
+	warm := func(n int) error {
 		if w := parallel(n, n, func(w int) error { return refresh(ctx, ic, tokens, w) }); w.errs > 0 {
 			return fmt.Errorf("warm-up refresh: %w", w.firstErr)
 		}
-		time.Sleep(200 * time.Millisecond)
 		return nil
 	}
 	// A session as rotor leaves it after a refresh, and the floor sized to
 	// match it.
+	quiet()
 	if err := warm(slices.Max(c.clients)); err != nil {
 		return err
 	}
@@ -373,15 +380,31 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 			progress("round %d/%d, %d clients: %d each of %s", round+1, c.rounds, n, per*n, strings.Join(order, ", "))
 			var this struct{ rotor, raw, floor measured }
 			for _, kind := range order {
+				// Every run starts alike, whatever its kind: a quiet
+				// second, its own preparation (rotor's warm-up refreshes,
+				// the raw side's reads), then 200 ms for the watches to
+				// deliver what that wrote. A run that alone started after
+				// an idle second would pay for it: measured, the API
+				// server's CPU per write rises right after a pause.
+				quiet()
+				var rawOp func(int) error
+				switch kind {
+				case "rotor":
+					if err := warm(n); err != nil {
+						return err
+					}
+				case "raw":
+					if rawOp, err = rawUpdater(ctx, kc, tokens[:n]); err != nil {
+						return err
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
 				stopProfile, err := startProfile(c.refreshProfile, fmt.Sprintf("%s-%d-%d.pprof", kind, n, round+1))
 				if err != nil {
 					return err
 				}
 				switch kind {
 				case "rotor":
-					if err := warm(n); err != nil {
-						return err
-					}
 					before, err := counter.snapshot(ctx)
 					if err != nil {
 						return err
@@ -395,10 +418,6 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 					}
 					lv.api.add(after.minus(before))
 				case "raw":
-					rawOp, err := rawUpdater(ctx, kc, tokens[:n])
-					if err != nil {
-						return err
-					}
 					if this.raw, err = timed(meter, func() (run, error) { return checked("raw updates", parallel(n, per*n, rawOp)) }); err != nil {
 						return err
 					}
@@ -553,7 +572,14 @@ func exactly(counts requestCounts, ops int, verb string) bool {
 
 // refresh redeems worker w's refresh token and keeps the new one.
 func refresh(ctx context.Context, ic *issuerClient, tokens []string, w int) error {
-	reply, err := ic.token(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tokens[w]}})
+	ic.wiresOnce.Do(func() { ic.wires = newWires(ic) })
+	var reply *tokenReply
+	var err error
+	if ic.wires != nil {
+		reply, err = ic.wires.refresh(ctx, w, tokens[w])
+	} else {
+		reply, err = ic.token(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tokens[w]}})
+	}
 	if err != nil {
 		return err
 	}

@@ -14,9 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	clocktesting "k8s.io/utils/clock/testing"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"rotor.dev/rotor/pkg/dev/testenv"
@@ -88,7 +86,7 @@ func newHarnessWithCost(t *testing.T, opts Options, cost int) *harness {
 	opts.Namespace = h.ns
 	opts.Log = h.logs.logger()
 	opts.Clock = h.clock
-	s, err := newStore(env.Config, env.Scheme, opts, hooks{
+	s, err := newStore(env.Config, opts, hooks{
 		compare: func(hash, password []byte) error {
 			h.compares.Add(1)
 			if h.gate != nil {
@@ -179,18 +177,20 @@ func (h *harness) delete(sec *corev1.Secret) {
 	h.t.Helper()
 	g := NewWithT(h.t)
 	g.Expect(env.Client.Delete(context.Background(), sec)).To(Succeed())
-	g.Eventually(func() bool {
-		err := h.store.cache.Get(context.Background(), client.ObjectKeyFromObject(sec), &corev1.Secret{})
-		return apierrors.IsNotFound(err)
-	}).Should(BeTrue())
+	g.Eventually(func() (bool, error) {
+		_, exists, err := h.store.informer.GetIndexer().GetByKey(sec.Namespace + "/" + sec.Name)
+		return exists, err
+	}).Should(BeFalse())
 }
 
 func (h *harness) waitFor(sec *corev1.Secret) {
 	h.t.Helper()
-	NewWithT(h.t).Eventually(func() (string, error) {
-		var got corev1.Secret
-		err := h.store.cache.Get(context.Background(), client.ObjectKeyFromObject(sec), &got)
-		return got.ResourceVersion, err
+	NewWithT(h.t).Eventually(func() string {
+		obj, _, _ := h.store.informer.GetIndexer().GetByKey(sec.Namespace + "/" + sec.Name)
+		if got, ok := obj.(*corev1.Secret); ok {
+			return got.ResourceVersion
+		}
+		return ""
 	}).Should(Equal(sec.ResourceVersion))
 }
 

