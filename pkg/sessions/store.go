@@ -14,7 +14,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"maps"
 	"strconv"
 	"strings"
@@ -192,10 +191,7 @@ type Store struct {
 	// remove the entry that write has just cached, and the next refresh
 	// pays a read.
 	cacheMu sync.Mutex
-	// locks serialise work on one session within this replica, so that
-	// concurrent refreshes of one token cost one write, not a conflict storm.
-	locks [64]sync.Mutex
-	seed  maphash.Seed
+	locks sessionLocks
 	// pending remembers rotations whose write had an unknown outcome (the
 	// API server went away mid-request). If the write did land, the client
 	// never saw the new token and will present the old one again: it gets
@@ -246,7 +242,7 @@ func NewStore(c client.Client, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Store{cfg: cfg, client: c, cache: cache, unknown: unknown, seed: maphash.MakeSeed(), pending: pending}
+	st := &Store{cfg: cfg, client: c, cache: cache, unknown: unknown, pending: pending}
 	if cfg.ReuseGrace > 0 {
 		// The TTL only bounds how long a secret stays in memory; whether a
 		// successor may be handed out is decided by the store's clock.
@@ -255,11 +251,7 @@ func NewStore(c client.Client, cfg Config) (*Store, error) {
 	return st, nil
 }
 
-func (s *Store) lock(name string) func() {
-	m := &s.locks[maphash.String(s.seed, name)%uint64(len(s.locks))]
-	m.Lock()
-	return m.Unlock
-}
+func (s *Store) lock(name string) func() { return s.locks.lock(name) }
 
 func (s *Store) now() time.Time { return s.cfg.Clock.Now().Truncate(time.Second) }
 
