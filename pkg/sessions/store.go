@@ -191,7 +191,7 @@ type Store struct {
 	// remove the entry that write has just cached, and the next refresh
 	// pays a read.
 	cacheMu sync.Mutex
-	locks sessionLocks
+	locks   sessionLocks
 	// pending remembers rotations whose write had an unknown outcome (the
 	// API server went away mid-request). If the write did land, the client
 	// never saw the new token and will present the old one again: it gets
