@@ -19,8 +19,11 @@
 # a minimal custom resource (a Blob: one string field, no validation) stored
 # in as many bytes as a session, with the CPU the API server and etcd spend
 # per write on each. They run in --rounds (6) rounds, each starting with the
-# next of the three, and the ratios to the floor are the medians of the
-# rounds' (BENCH_FLAGS='--refresh-profile DIR': CPU profiles of the bench
+# next of the three, every run after the same quiet second, and the ratios to
+# the floor are the medians of the rounds'. The refreshing clients write their
+# requests on plain keep-alive connections (hack/bench/wire.go), not through
+# net/http's client, whose goroutines would take CPU from what is measured
+# (BENCH_FLAGS='--refresh-profile DIR': CPU profiles of the bench
 # process, in-process rotor and load generator, during each run). BENCH_FLAGS='--apiserver-profile DIR' also writes CPU
 # profiles of the API server under each load (go tool pprof -top
 # bin/k8s/kube-apiserver DIR/apiserver-refresh.pprof).

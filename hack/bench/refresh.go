@@ -381,22 +381,27 @@ func runRefresh(ctx context.Context, c config, cp *controlplane.ControlPlane, ic
 			var this struct{ rotor, raw, floor measured }
 			for _, kind := range order {
 				// Every run starts alike, whatever its kind: a quiet
-				// second, its own preparation (rotor's warm-up refreshes,
-				// the raw side's reads), then 200 ms for the watches to
-				// deliver what that wrote. A run that alone started after
-				// an idle second would pay for it: measured, the API
-				// server's CPU per write rises right after a pause.
+				// second, one unmeasured operation of its own kind per
+				// client (rotor's warms its cache; the raw side reads its
+				// objects first), then 200 ms for the watches to deliver
+				// what that wrote. A run that alone started after an idle
+				// second, or alone without a warm-up, would pay for it:
+				// measured, the API server's CPU per write rises right
+				// after a pause.
 				quiet()
 				var rawOp func(int) error
 				switch kind {
 				case "rotor":
-					if err := warm(n); err != nil {
-						return err
-					}
+					err = warm(n)
 				case "raw":
-					if rawOp, err = rawUpdater(ctx, kc, tokens[:n]); err != nil {
-						return err
+					if rawOp, err = rawUpdater(ctx, kc, tokens[:n]); err == nil {
+						_, err = checked("raw warm-up", parallel(n, n, rawOp))
 					}
+				case "floor":
+					_, err = checked("floor warm-up", parallel(n, n, func(w int) error { return fl.update(ctx, w) }))
+				}
+				if err != nil {
+					return err
 				}
 				time.Sleep(200 * time.Millisecond)
 				stopProfile, err := startProfile(c.refreshProfile, fmt.Sprintf("%s-%d-%d.pprof", kind, n, round+1))
