@@ -94,7 +94,7 @@ type config struct {
 	ccProfile string
 	// refreshProfile is where CPU and allocation profiles of the bench
 	// process (in-process rotor and load generator) during each measured
-	// rotor refresh and raw update run go.
+	// rotor refresh, raw update and floor update run go.
 	refreshProfile string
 	// apiProfile is where CPU profiles of the API server during the
 	// refresh, RefreshToken-PUT and floor-PUT loads go; apiProfileSeconds
@@ -152,7 +152,7 @@ func main() {
 	flag.IntVar(&c.ccConc, "cc-clients", 8, "Concurrent clients of the client_credentials measurement (keep-alive HTTP).")
 	flag.IntVar(&c.ccRounds, "cc-rounds", 10, "Alternate rotor and bare client_credentials runs this many times (the order swapped each round); the median of the rounds' ratios is reported.")
 	flag.StringVar(&c.ccProfile, "cc-profile", "", "Directory to write a CPU profile of each client_credentials run to (<side>-<round>.pprof; the bench process: rotor or the bare handler, and the load generator), with the allocation profile before and after it (.allocs-0, .allocs-1: go tool pprof -diff_base); empty: none.")
-	flag.StringVar(&c.refreshProfile, "refresh-profile", "", "Directory to write a CPU profile of the bench process (in-process rotor and load generator) during each measured run of rotor refreshes and of raw updates to (rotor-<clients>-<round>.pprof, raw-<clients>-<round>.pprof), with allocation profiles as --cc-profile; empty: none.")
+	flag.StringVar(&c.refreshProfile, "refresh-profile", "", "Directory to write a CPU profile of the bench process (in-process rotor and load generator) during each measured run of rotor refreshes, raw updates and floor updates to (rotor-<clients>-<round>.pprof, raw-..., floor-...), with allocation profiles as --cc-profile; empty: none.")
 	flag.StringVar(&c.apiProfile, "apiserver-profile", "", "Directory to write CPU profiles of the kube-apiserver to (/debug/pprof/profile as the admin user), taken after the refresh rounds while the most clients of --clients refresh (apiserver-refresh.pprof), update the same RefreshTokens raw (apiserver-refreshtoken-put.pprof) and update the floor's Blobs (apiserver-floor-put.pprof), each load running for as long as its profile; empty: none. Read them with go tool pprof -top bin/k8s/kube-apiserver FILE.")
 	flag.IntVar(&c.apiProfileSeconds, "apiserver-profile-seconds", 15, "Length of each --apiserver-profile profile.")
 	flag.Float64Var(&c.rotorAPIQPS, "rotor-api-qps", 5000, "--api-qps of the in-process rotor of the refresh and client_credentials measurements (burst twice that): above what the API server takes, so that they measure rotor's cost and not its session client's limiter, whose default (500 a second per replica) is reported beside them.")

@@ -251,8 +251,6 @@ func NewStore(c client.Client, cfg Config) (*Store, error) {
 	return st, nil
 }
 
-func (s *Store) lock(name string) func() { return s.locks.lock(name) }
-
 func (s *Store) now() time.Time { return s.cfg.Clock.Now().Truncate(time.Second) }
 
 // Create starts a session: one API write. It returns the wire token.
@@ -350,7 +348,7 @@ func (s *Store) Rotate(ctx context.Context, token string, req Refresh) (string, 
 	if !ok {
 		return "", nil, refused(ReasonMalformed)
 	}
-	defer s.lock(name)()
+	defer s.locks.lock(name)()
 	rt, fresh, err := s.get(ctx, name)
 	for rereads := 0; err == nil; rereads++ {
 		var out string
@@ -514,7 +512,7 @@ func (s *Store) Revoke(ctx context.Context, token string, allow func(*identityv1
 	if !ok {
 		return nil
 	}
-	defer s.lock(name)()
+	defer s.locks.lock(name)()
 	rt, fresh, err := s.get(ctx, name)
 loop:
 	for rereads := 0; err == nil && rt != nil && rt.Spec.State == identityv1alpha1.SessionActive; rereads++ {

@@ -57,8 +57,7 @@ func TestARotationWhoseAnswerWasLostIsHandedOutOnRetry(t *testing.T) {
 	})
 	g.Expect(err).NotTo(HaveOccurred())
 	ctx := context.Background()
-	first, _, err := store.Create(ctx, sessions.Grant{Subject: "sam", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
-	g.Expect(err).NotTo(HaveOccurred())
+	first, _ := passwordSession(t, store, "sam")
 
 	fault.armed.Store(true)
 	_, _, err = store.Rotate(ctx, first, sessions.Refresh{})
@@ -94,8 +93,7 @@ func TestARotationThatDidNotLandIsRetriedNormally(t *testing.T) {
 	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
 	g.Expect(err).NotTo(HaveOccurred())
 	ctx := context.Background()
-	first, _, err := store.Create(ctx, sessions.Grant{Subject: "sue", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
-	g.Expect(err).NotTo(HaveOccurred())
+	first, _ := passwordSession(t, store, "sue")
 	_, _, err = store.Rotate(ctx, first, sessions.Refresh{})
 	g.Expect(errors.Is(err, sessions.ErrUnavailable)).To(BeTrue())
 
@@ -117,8 +115,7 @@ func TestEvictKeepsANewerEntry(t *testing.T) {
 	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
 	g.Expect(err).NotTo(HaveOccurred())
 	ctx := context.Background()
-	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "vic", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
-	g.Expect(err).NotTo(HaveOccurred())
+	tok, created := passwordSession(t, store, "vic")
 	tok, _, err = store.Rotate(ctx, tok, sessions.Refresh{})
 	g.Expect(err).NotTo(HaveOccurred())
 
@@ -151,8 +148,7 @@ func TestAPrepareThatAsksForARevocationRevokesTheSession(t *testing.T) {
 	}), sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second, Recorder: recorder})
 	g.Expect(err).NotTo(HaveOccurred())
 	ctx := context.Background()
-	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "wes", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
-	g.Expect(err).NotTo(HaveOccurred())
+	tok, created := passwordSession(t, store, "wes")
 
 	gone := func(*identityv1alpha1.RefreshTokenSpec) error {
 		return &sessions.RevokeError{Reason: identityv1alpha1.RevocationAccountDisabled}
@@ -180,10 +176,9 @@ func TestAPrepareErrorWritesNothing(t *testing.T) {
 	ns := env.Namespace(t)
 	store := plainStore(t, ns)
 	ctx := context.Background()
-	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "xan", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
-	g.Expect(err).NotTo(HaveOccurred())
+	tok, created := passwordSession(t, store, "xan")
 	boom := errors.New("no signing key")
-	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{Prepare: func(*identityv1alpha1.RefreshTokenSpec) error { return boom }})
+	_, _, err := store.Rotate(ctx, tok, sessions.Refresh{Prepare: func(*identityv1alpha1.RefreshTokenSpec) error { return boom }})
 	g.Expect(err).To(BeIdenticalTo(boom))
 	_, _, err = store.Rotate(ctx, tok, sessions.Refresh{Prepare: func(*identityv1alpha1.RefreshTokenSpec) error { return sessions.Refused(sessions.ReasonNotAllowed) }})
 	g.Expect(sessions.ReasonOf(err)).To(Equal(sessions.ReasonNotAllowed))
@@ -202,8 +197,7 @@ func TestARotationLabelsAnUnlabelledSession(t *testing.T) {
 	ns := env.Namespace(t)
 	store := plainStore(t, ns)
 	ctx := context.Background()
-	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "old-timer", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
-	g.Expect(err).NotTo(HaveOccurred())
+	tok, created := passwordSession(t, store, "old-timer")
 	want := sessions.Labels("old-timer", "cli")
 	want[sessions.ExpiresAtLabel] = strconv.FormatInt(created.Spec.EndsAt().Unix(), 10)
 	g.Expect(created.Labels).To(Equal(want))
@@ -234,8 +228,7 @@ func TestASessionInTheEarlierShapeRefreshes(t *testing.T) {
 	ns := env.Namespace(t)
 	store := plainStore(t, ns)
 	ctx := context.Background()
-	tok, created, err := store.Create(ctx, sessions.Grant{Subject: "old-timer", ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
-	g.Expect(err).NotTo(HaveOccurred())
+	tok, created := passwordSession(t, store, "old-timer")
 
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(identityv1alpha1.GroupVersion.WithKind("RefreshToken"))
@@ -431,6 +424,17 @@ func plainStore(t *testing.T, ns string) *sessions.Store {
 		t.Fatal(err)
 	}
 	return store
+}
+
+// passwordSession logs subject in through store as client "cli" for the
+// audience "api".
+func passwordSession(t *testing.T, store *sessions.Store, subject string) (string, *identityv1alpha1.RefreshToken) {
+	t.Helper()
+	tok, rt, err := store.Create(context.Background(), sessions.Grant{Subject: subject, ClientID: "cli", Audience: []string{"api"}, Method: identityv1alpha1.AuthMethodPassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok, rt
 }
 
 func damaged(t *testing.T) float64 {
