@@ -262,9 +262,17 @@ func (w *wiring) sessions() error {
 	// RefreshTokens and TokenReviews each the whole --api-qps.
 	w.apiCfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(float32(o.APIQPS), o.APIBurst)
 	w.apiCfg.UserAgent = "rotor-issuer"
-	api, err := client.New(w.apiCfg, client.Options{Scheme: scheme.Scheme})
+	hc, err := rest.HTTPClientFor(w.apiCfg)
 	if err != nil {
 		return fmt.Errorf("creating the session client: %w", err)
+	}
+	api, err := client.New(w.apiCfg, client.Options{Scheme: scheme.Scheme, HTTPClient: hc})
+	if err != nil {
+		return fmt.Errorf("creating the session client: %w", err)
+	}
+	writes, err := sessions.NewWriter(w.apiCfg, hc)
+	if err != nil {
+		return err
 	}
 	w.api = api
 	// Learn the REST mappings now, not on the first login (discovery is
@@ -287,6 +295,7 @@ func (w *wiring) sessions() error {
 		Timeout:     o.APITimeout,
 		Clock:       o.Clock,
 		Recorder:    w.mgr.GetEventRecorder("rotor-issuer"),
+		Writes:      writes,
 	})
 	if err != nil {
 		return err

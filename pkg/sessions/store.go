@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -125,6 +126,11 @@ type Config struct {
 	Timeout  time.Duration
 	Clock    clock.PassiveClock
 	Recorder events.EventRecorder
+	// Writes, when set (NewWriter), makes the store's creates and updates,
+	// answered with the session's metadata alone (see write); rotor serve
+	// sets it. Nil: they go through the client, whole (the fuzz tests' fake
+	// client, the fault tests' interceptors).
+	Writes rest.Interface
 }
 
 // Grant is what a login establishes.
@@ -282,7 +288,7 @@ func (s *Store) Create(ctx context.Context, g Grant) (string, *identityv1alpha1.
 	setCollectionLabels(rt)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	if err := s.client.Create(ctx, rt); err != nil {
+	if err := s.write(ctx, rt, true); err != nil {
 		if isQuotaExceeded(err) {
 			// The namespace's ResourceQuota (the chart's sessions.quota) is
 			// full: no session can be stored until some are collected.
@@ -613,7 +619,7 @@ func (s *Store) update(ctx context.Context, rt *identityv1alpha1.RefreshToken) e
 	defer cancel()
 	// A new slice each time: decoding the answer reuses the request's.
 	rt.ManagedFields = []metav1.ManagedFieldsEntry{{}}
-	if err := s.client.Update(ctx, rt); err != nil {
+	if err := s.write(ctx, rt, false); err != nil {
 		// After a conflict or an unknown outcome the entry is stale.
 		s.cache.Remove(rt.Name)
 		return err

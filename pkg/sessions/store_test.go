@@ -417,9 +417,11 @@ func TestASessionEditedIntoABadShapeIsRefused(t *testing.T) {
 
 // plainStore is a store in ns with an hour's sliding and a day's absolute
 // lifetime, a strict reuse policy and a cache of ten.
+// plainStore is a store as rotor serve builds it: its writes are answered
+// with metadata alone.
 func plainStore(t *testing.T, ns string) *sessions.Store {
 	t.Helper()
-	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second})
+	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second, Writes: writer(t, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
