@@ -416,9 +416,8 @@ func TestASessionEditedIntoABadShapeIsRefused(t *testing.T) {
 }
 
 // plainStore is a store in ns with an hour's sliding and a day's absolute
-// lifetime, a strict reuse policy and a cache of ten.
-// plainStore is a store as rotor serve builds it: its writes are answered
-// with metadata alone.
+// lifetime, a strict reuse policy and a cache of ten, whose writes are
+// answered with metadata alone, as rotor serve's are.
 func plainStore(t *testing.T, ns string) *sessions.Store {
 	t.Helper()
 	store, err := sessions.NewStore(env.Client, sessions.Config{Namespace: ns, RefreshTTL: time.Hour, MaxLifetime: 24 * time.Hour, CacheSize: 10, Timeout: 5 * time.Second, Writes: writer(t, nil)})
