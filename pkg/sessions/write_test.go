@@ -43,7 +43,7 @@ type recorded struct {
 }
 
 func (r *recorded) around(next http.RoundTripper) http.RoundTripper {
-	return roundTripper(func(req *http.Request) (*http.Response, error) {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		resp, err := next.RoundTrip(req)
 		if err != nil || (req.Method != http.MethodPost && req.Method != http.MethodPut) {
 			return resp, err
@@ -67,9 +67,9 @@ func (r *recorded) all() []string {
 	return append([]string(nil), r.bodies...)
 }
 
-type roundTripper func(*http.Request) (*http.Response, error)
+type roundTripFunc func(*http.Request) (*http.Response, error)
 
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // A write is answered with the session's metadata alone, and what the store
 // caches from it is what the API server stored: the same resourceVersion
